@@ -1,0 +1,1 @@
+"""Talking to Docker/OCI registries: transport and auth, the pull side, the push side."""
