@@ -82,3 +82,7 @@ program = SockerProgram(
 
 def main() -> None:
     program.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -129,7 +129,8 @@ def _apply_one(writer, blob: Path, desc: dict, diff_id: str, i: int, n: int, rep
         reader.close()
     if reader.digest != diff_id:
         raise DigestMismatchError(
-            f"layer {desc['digest']} uncompresses to {reader.digest}, but the config says {diff_id}",
+            f"layer {desc['digest']} does not match its diff_id: uncompressed it is {reader.digest}, "
+            f"the image config says {diff_id}",
             "the image is corrupt in the registry; rebuild or re-push it",
         )
     bar.finish(f"{report.entries} entries")
