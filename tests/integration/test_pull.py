@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from socker_lib.pull import pull
 from socker_lib.settings import Settings
 from tests.conftest import needs_root, needs_tool
 from tests.support import oci
-from tests.support.tree import assert_same_tree, diff_trees
+from tests.support.tree import diff_trees
 from tests.support.umoci import skopeo_to_layout, umoci_unpack
 
 pytestmark = pytest.mark.integration
@@ -380,6 +379,7 @@ def test_rootless_pull_records_what_it_could_not_apply(image_factory, tmp_path):
     import multiprocessing
 
     import isal.igzip_threaded  # noqa: F401 - imported before dropping privileges: the
+
     import socker_lib.layers  # noqa: F401   interpreter's site-packages may be unreadable to nobody
 
     img = image_factory([[*oci.busybox_entries(), oci.chardev("dev-null", 1, 3),
