@@ -52,11 +52,20 @@ def pull(ref_text: str, settings: Settings | None = None, *, platform: str | Non
             return PullResult(str(ref), store.image_dir(ref), image.manifest_digest, image.platform, True)
         try:
             return _pull_locked(store, transport, ref, image, settings, reporter)
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise SockerError(f"disk full while pulling {ref} ({e.filename or settings.home})",
+        except (OSError, SockerError) as e:
+            full = _disk_full(e)
+            if full is not None:
+                raise SockerError(f"disk full while pulling {ref} ({full.filename or settings.home})",
                                   "free some space (socker keeps blobs in $SOCKER_HOME/blobs) and pull again") from e
             raise
+
+
+def _disk_full(e: BaseException | None) -> OSError | None:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        e = e.__cause__
+    return None
 
 
 def _up_to_date(store: Store, ref, image: ResolvedImage) -> bool:

@@ -414,3 +414,49 @@ def test_inv_and_socker_are_the_same_task(image_factory, home):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()) == home / "images" / img.registry.host / img.repo / img.tag
+
+
+def test_disk_full_is_a_clear_error_and_leaves_nothing(image_factory, tmp_path):
+    needs_root()  # to mount a small tmpfs
+    home = tmp_path / "small"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(home)], check=True)
+    try:
+        img = image_factory([oci.busybox_entries(), [oci.file("big", os.urandom(3 << 20))]])
+        proc = socker_pull(img.ref, home, check=False)
+        assert proc.returncode != 0
+        assert "disk full" in proc.stderr and "Traceback" not in proc.stderr
+        assert not (home / "images" / img.registry.host / img.repo).exists()
+        assert list((home / "tmp").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(home)], check=True)
+
+
+def test_hostile_image_from_registry_never_touches_the_host(image_factory, home, tmp_path):
+    needs_root()
+    host = tmp_path / "host"
+    victim = host / "victim"
+    victim.mkdir(parents=True)
+    (victim / "hello").write_text("original")
+    before = sorted(p.name for p in host.iterdir())
+    hostile = [
+        *oci.busybox_entries(),
+        oci.symlink("esc", str(victim)),
+        oci.file("esc/pwned", b"x"),
+        oci.symlink("up", "../../../../../../../.."),
+        oci.file(f"up{victim}/pwned2", b"x"),
+        oci.hardlink("hl", f"../../../../../../..{victim}/hello"),
+        oci.file("../../../../../../../../pwned3", b"x"),
+    ]
+    img = image_factory([hostile, [oci.file("esc/.wh.hello", b"")]])
+    proc = socker_pull(img.ref, home, check=False)
+    assert (victim / "hello").read_text() == "original"
+    assert sorted(p.name for p in victim.iterdir()) == ["hello"]
+    assert sorted(p.name for p in host.iterdir()) == before
+    assert not Path("/pwned3").exists()
+    if proc.returncode == 0:  # contained: everything landed inside the image
+        path = Path(proc.stdout.strip())
+        assert (path / "esc").is_symlink()
+    else:  # refused: one clear line, no half-written image
+        assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+        assert not (home / "images" / img.registry.host / img.repo).exists()

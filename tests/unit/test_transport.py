@@ -313,3 +313,41 @@ def test_remote_registry_never_uses_plain_http():
     assert Settings().is_insecure("127.0.0.5:5000") and Settings().is_insecure("localhost:1")
     assert Settings().is_insecure("[::1]:5000")
     assert Settings(insecure_registries=("reg.lan:5000",)).is_insecure("reg.lan:5000")
+
+
+def test_foreign_layer_fetched_from_urls_when_registry_lacks_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_USERNAME", "u")
+    monkeypatch.setenv("DOCKER_PASSWORD", "p")
+    data = b"foreign layer bytes" * 100
+    seen = {}
+
+    def cdn(h):
+        seen["auth"] = h.headers.get("Authorization")
+        return h.reply(200, data, content_type="application/octet-stream")
+
+    with FakeServer(cdn, host="127.0.0.3") as cdn_srv:
+        def route(h):
+            if h.headers.get("Authorization") is None:
+                return h.reply(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+            if h.path == "/v2/":
+                return h.reply(200, {})
+            return h.reply(404, {"errors": [{"code": "BLOB_UNKNOWN"}]})
+
+        with FakeServer(route) as srv:
+            desc = {"mediaType": mt.DOCKER_FOREIGN_GZIP, "digest": sha(data), "size": len(data),
+                    "urls": ["ftp://nope.invalid/x", f"{cdn_srv.url}/layer.tar.gz"]}
+            part = tmp_path / "partial"
+            download_blob(transport(srv), parse(f"{srv.host}/a/b"), desc, part)
+    assert part.read_bytes() == data and seen["auth"] is None
+
+
+def test_missing_blob_without_urls_is_not_found(tmp_path):
+    def route(h):
+        if h.path == "/v2/":
+            return h.reply(200, {})
+        return h.reply(404, {"errors": [{"code": "BLOB_UNKNOWN"}]})
+
+    with FakeServer(route) as srv:
+        with pytest.raises(NotFoundError):
+            download_blob(transport(srv), parse(f"{srv.host}/a/b"), {"digest": sha(b"x"), "size": 1},
+                          tmp_path / "p")
