@@ -1,11 +1,13 @@
-"""Opening layer blobs as uncompressed tar streams (gzip, zstd or none), with the
-uncompressed bytes hashed on the way so the ``diff_id`` can be checked."""
+"""Opening layer blobs as uncompressed tar streams (gzip, zstd or none), decompressed and
+hashed in a background thread so the ``diff_id`` can be checked at the end."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-from typing import BinaryIO
+import queue
+import threading
+from collections.abc import Iterator
 
 from .errors import UnsupportedError
 
@@ -25,69 +27,153 @@ def sniff(path) -> str:
     return "none"
 
 
-class HashingReader(io.RawIOBase):
-    """A read-only stream that hashes everything read through it."""
+def _gzip_chunks(f) -> Iterator[bytes]:
+    from isal import isal_zlib
 
-    def __init__(self, raw: BinaryIO, on_read=None):
-        self._raw = raw
+    d = isal_zlib.decompressobj(wbits=31)
+    while True:
+        block = f.read(READ_SIZE)
+        if not block:
+            break
+        while block:
+            out = d.decompress(block)
+            if out:
+                yield out
+            if not d.eof:
+                break
+            # a gzip stream may hold several members; zero padding after the last is tolerated
+            block = d.unused_data
+            if not block or not block.startswith(GZIP_MAGIC):
+                if block.strip(b"\0"):
+                    raise UnsupportedError("garbage after the end of a gzip layer")
+                return _drain_rest(f)
+            d = isal_zlib.decompressobj(wbits=31)
+    if not d.eof:
+        raise UnsupportedError("gzip layer is truncated", "the blob is incomplete; pull again")
+
+
+def _drain_rest(f) -> None:
+    while chunk := f.read(READ_SIZE):
+        if chunk.strip(b"\0"):
+            raise UnsupportedError("garbage after the end of a gzip layer")
+
+
+def _zstd_chunks(f) -> Iterator[bytes]:
+    import zstandard
+
+    reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=READ_SIZE, read_across_frames=True)
+    while chunk := reader.read(READ_SIZE * 4):
+        yield chunk
+
+
+def _plain_chunks(f) -> Iterator[bytes]:
+    while chunk := f.read(READ_SIZE * 4):
+        yield chunk
+
+
+_CHUNKERS = {"gzip": _gzip_chunks, "zstd": _zstd_chunks, "none": _plain_chunks}
+
+
+class PipelinedReader(io.RawIOBase):
+    """Decompresses and hashes a layer in a background thread; the reader sees plain tar bytes.
+
+    zlib/zstd and sha256 release the GIL, so on a multi-core machine the tar parsing and
+    file writing in the main thread overlap with decompression and the ``diff_id`` hash.
+    ``digest`` is valid once the stream has been read to its end.
+    """
+
+    def __init__(self, path, compression: str, on_read=None):
+        self._q: queue.Queue = queue.Queue(maxsize=8)
+        self._hash = hashlib.sha256()
+        self._buf = memoryview(b"")
+        self._done = False
+        self._stop = threading.Event()
         self._on_read = on_read
-        self.hash = hashlib.sha256()
         self.size = 0
+        self._thread = threading.Thread(target=self._produce, args=(path, compression), daemon=True)
+        self._thread.start()
+
+    def _produce(self, path, compression: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                for chunk in _CHUNKERS[compression](f):
+                    self._hash.update(chunk)
+                    while not self._stop.is_set():
+                        try:
+                            self._q.put(chunk, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+                    if self._stop.is_set():
+                        return
+            self._q.put(None)
+        except BaseException as e:  # handed to the reading thread
+            self._q.put(e)
 
     def readable(self) -> bool:
         return True
 
+    def _next(self) -> bool:
+        if self._done:
+            return False
+        item = self._q.get()
+        if item is None:
+            self._done = True
+            return False
+        if isinstance(item, BaseException):
+            self._done = True
+            if isinstance(item, (OSError, UnsupportedError)):
+                raise item
+            raise UnsupportedError(f"cannot decompress layer: {item}", "the blob may be corrupt; pull again") from item
+        self._buf = memoryview(item)
+        return True
+
     def readinto(self, b) -> int:
-        data = self._raw.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.hash.update(data)
+        while not self._buf:
+            if not self._next():
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
         self.size += n
         if self._on_read:
             self._on_read(n)
         return n
 
     def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n) if n is not None and n >= 0 else self._raw.read()
-        self.hash.update(data)
-        self.size += len(data)
+        if n is None or n < 0:
+            return self.readall()
+        while not self._buf:
+            if not self._next():
+                return b""
+        out = bytes(self._buf[:n])
+        self._buf = self._buf[n:]
+        self.size += len(out)
         if self._on_read:
-            self._on_read(len(data))
-        return data
+            self._on_read(len(out))
+        return out
 
     def drain(self) -> None:
-        while self.read(READ_SIZE):
-            pass
+        self._buf = memoryview(b"")
+        while self._next():
+            self.size += len(self._buf)
+            self._buf = memoryview(b"")
 
     @property
     def digest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
+        return "sha256:" + self._hash.hexdigest()
 
     def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
+        self._stop.set()
+        super().close()
 
 
-def open_uncompressed(path, declared: str) -> BinaryIO:
-    """Open a layer blob for reading its tar. ``declared`` is the media type's compression;
-    the magic bytes must agree (an uncompressed layer may not start with a gzip magic)."""
+def open_layer(path, declared: str, on_read=None) -> PipelinedReader:
+    """Open a layer blob as a pipelined, hashing tar stream; magic bytes must match ``declared``."""
     actual = sniff(path)
-    if declared != actual and not (declared == "none" and actual == "none"):
+    if declared != actual:
         raise UnsupportedError(
-            f"layer {path.name} is declared {declared} but its content is {actual}",
+            f"layer {getattr(path, 'name', path)} is declared {declared} but its content is {actual}",
             "the image's manifest lies about its layer media type; rebuild or re-push the image",
         )
-    if actual == "gzip":
-        from isal import igzip_threaded
-
-        # decompression runs in its own thread, overlapping with tar parsing and file writes
-        return igzip_threaded.open(path, "rb", threads=1, block_size=READ_SIZE)
-    if actual == "zstd":
-        import zstandard
-
-        raw = open(path, "rb")
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_size=READ_SIZE, read_across_frames=True,
-                                                          closefd=True)
-    return open(path, "rb", buffering=READ_SIZE)
+    return PipelinedReader(path, actual, on_read)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import reference as reference_mod
 from .blobs import BlobCache
-from .compression import HashingReader, open_uncompressed
+from .compression import open_layer
 from .errors import DigestMismatchError, SockerError
 from .progress import Reporter, human
 from .registry import mediatypes as mt
@@ -129,8 +129,7 @@ def _pull_locked(store: Store, transport: Transport, ref, image: ResolvedImage, 
 def _apply_one(writer, blob: Path, desc: dict, diff_id: str, i: int, n: int, reporter: Reporter) -> list[str]:
     compression = mt.LAYER_COMPRESSION[desc["mediaType"]]
     bar = reporter.bar(f"extract {i + 1}/{n}", None)
-    raw = open_uncompressed(blob, compression)
-    reader = HashingReader(raw, bar.advance)
+    reader = open_layer(blob, compression, bar.advance)
     try:
         report = writer.apply(reader)
         reader.drain()
