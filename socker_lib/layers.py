@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from socker_lib.errors import SockerError, UnsafeLayerError
+from socker_lib.tarstream import TarReader
 
 __all__ = ["ApplyOptions", "ApplyReport", "RootfsWriter", "apply_layers"]
 
@@ -219,8 +220,8 @@ class RootfsWriter:
 
     def _apply_tar(self, stream: _Prepended, report: ApplyReport) -> None:
         try:
-            # tarfile's default buffer is the fastest: its stream re-slices the buffer per header.
-            with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
+            # tarstream parses headers several times faster than tarfile, with the same names
+            with TarReader(stream) as tf:
                 while (member := tf.next()) is not None:
                     # A streaming TarFile keeps every header it has read; thousands add up.
                     tf.members.clear()
