@@ -184,24 +184,27 @@ def remove_tree(path: Path) -> None:
 def snapshot(root: Path) -> dict[str, list]:
     """path → [mode, uid, gid, size, mtime_ns, link target or None] for every entry."""
     out: dict[str, list] = {}
-    root_s = str(root)
-    for dirpath, dirnames, filenames in os.walk(root_s):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else None
-            out[full[len(root_s) + 1 :]] = [st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, link]
+    stack = [(os.fspath(root), "")]
+    while stack:
+        top, rel = stack.pop()
+        with os.scandir(top) as it:
+            for e in it:
+                st = e.stat(follow_symlinks=False)
+                key = rel + e.name
+                link = os.readlink(e.path) if stat.S_ISLNK(st.st_mode) else None
+                out[key] = [st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, link]
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((e.path, key + "/"))
     return out
 
 
 def write_snapshot(root: Path, dest: Path) -> None:
-    with gzip.open(dest, "wt", compresslevel=1) as f:
-        json.dump(snapshot(root), f, separators=(",", ":"))
+    data = json.dumps(snapshot(root), separators=(",", ":")).encode("utf-8", "surrogateescape")
+    dest.write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
 
 
 def read_snapshot(path: Path) -> dict[str, list]:
-    with gzip.open(path, "rt") as f:
-        return json.load(f)
+    return json.loads(gzip.decompress(path.read_bytes()).decode("utf-8", "surrogateescape"))
 
 
 def changed_paths(root: Path, snap: dict[str, list]) -> tuple[list[str], list[str], list[str]]:
