@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,3 +54,103 @@ class BlobCache:
             download(partial)
             os.replace(partial, final)
         return final
+
+
+class StreamRestart(Exception):
+    """The download under a follower started over; the follower's bytes are void."""
+
+
+class LiveBlob:
+    """A blob that may still be downloading. ``reader()`` follows the partial file as it grows,
+    so a layer can be unpacked while it arrives; it reaches EOF only once the download has been
+    verified and renamed into the cache. A download error is raised in the reader too."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.partial: Path | None = None
+        self.written = 0
+        self.final: Path | None = None
+        self.error: BaseException | None = None
+        self.restarted = False
+
+    # -- the downloading side ---------------------------------------------------------------
+    def start(self, partial: Path) -> None:
+        with self._cond:
+            self.partial = partial
+            self._cond.notify_all()
+
+    def progress(self, n: int) -> None:
+        with self._cond:
+            if n < 0:
+                self.restarted = True
+            else:
+                self.written += n
+            self._cond.notify_all()
+
+    def finish(self, path: Path) -> None:
+        with self._cond:
+            self.final = path
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self._cond:
+            self.error = error
+            self._cond.notify_all()
+
+    # -- the reading side -------------------------------------------------------------------
+    def reader(self) -> _Follower:
+        return _Follower(self)
+
+
+class _Follower:
+    def __init__(self, live: LiveBlob):
+        self._live = live
+        self._fd: int | None = None
+        self._pos = 0
+
+    def _open(self) -> bool:
+        live = self._live
+        for path in (live.partial, live.final):
+            if path is None:
+                continue
+            try:
+                self._fd = os.open(path, os.O_RDONLY)
+                return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    def read(self, n: int = -1) -> bytes:
+        n = n if n and n > 0 else 1 << 20
+        live = self._live
+        while True:
+            if self._fd is None and not self._open():
+                with live._cond:
+                    self._check()
+                    if live.final is None and (live.partial is None or live.written == 0):
+                        live._cond.wait(0.5)
+                    continue
+            data = os.read(self._fd, n)
+            if data:
+                self._pos += len(data)
+                return data
+            with live._cond:
+                self._check()
+                if live.final is not None:
+                    if self._pos >= os.fstat(self._fd).st_size:
+                        return b""
+                    continue
+                if live.written <= self._pos:
+                    live._cond.wait(0.5)
+
+    def _check(self) -> None:
+        live = self._live
+        if live.error is not None:
+            raise live.error
+        if live.restarted:
+            raise StreamRestart()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -74,6 +74,11 @@ def _plain_chunks(f) -> Iterator[bytes]:
 _CHUNKERS = {"gzip": _gzip_chunks, "zstd": _zstd_chunks, "none": _plain_chunks}
 
 
+def _is_codec_error(e: BaseException) -> bool:
+    module = type(e).__module__ or ""
+    return isinstance(e, (EOFError, ValueError)) or module.startswith(("isal", "zstandard", "zlib"))
+
+
 class PipelinedReader(io.RawIOBase):
     """Decompresses and hashes a layer in a background thread; the reader sees plain tar bytes.
 
@@ -82,7 +87,7 @@ class PipelinedReader(io.RawIOBase):
     ``digest`` is valid once the stream has been read to its end.
     """
 
-    def __init__(self, path, compression: str, on_read=None):
+    def __init__(self, source, compression: str, on_read=None):
         self._q: queue.Queue = queue.Queue(maxsize=8)
         self._hash = hashlib.sha256()
         self._buf = memoryview(b"")
@@ -90,12 +95,12 @@ class PipelinedReader(io.RawIOBase):
         self._stop = threading.Event()
         self._on_read = on_read
         self.size = 0
-        self._thread = threading.Thread(target=self._produce, args=(path, compression), daemon=True)
+        self._thread = threading.Thread(target=self._produce, args=(source, compression), daemon=True)
         self._thread.start()
 
-    def _produce(self, path, compression: str) -> None:
+    def _produce(self, source, compression: str) -> None:
         try:
-            with open(path, "rb") as f:
+            with source if hasattr(source, "read") else open(source, "rb") as f:
                 for chunk in _CHUNKERS[compression](f):
                     self._hash.update(chunk)
                     while not self._stop.is_set():
@@ -122,9 +127,10 @@ class PipelinedReader(io.RawIOBase):
             return False
         if isinstance(item, BaseException):
             self._done = True
-            if isinstance(item, (OSError, UnsupportedError)):
-                raise item
-            raise UnsupportedError(f"cannot decompress layer: {item}", "the blob may be corrupt; pull again") from item
+            if _is_codec_error(item):
+                raise UnsupportedError(f"cannot decompress layer: {item}",
+                                       "the blob may be corrupt; pull again") from item
+            raise item
         self._buf = memoryview(item)
         return True
 
@@ -168,12 +174,53 @@ class PipelinedReader(io.RawIOBase):
         super().close()
 
 
-def open_layer(path, declared: str, on_read=None) -> PipelinedReader:
-    """Open a layer blob as a pipelined, hashing tar stream; magic bytes must match ``declared``."""
-    actual = sniff(path)
+class _Prefixed:
+    """A reader that returns ``head`` first, then the rest of ``f``."""
+
+    def __init__(self, head: bytes, f):
+        self._head, self._f = head, f
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            out = self._head if n < 0 else self._head[:n]
+            self._head = self._head[len(out):]
+            return out
+        return self._f.read(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        close = getattr(self._f, "close", None)
+        if close:
+            close()
+        return False
+
+
+def _sniff_stream(f) -> tuple[str, _Prefixed]:
+    head = b""
+    while len(head) < 4:
+        more = f.read(4 - len(head))
+        if not more:
+            break
+        head += more
+    kind = "gzip" if head.startswith(GZIP_MAGIC) else "zstd" if head == ZSTD_MAGIC else "none"
+    return kind, _Prefixed(head, f)
+
+
+def open_layer(source, declared: str, on_read=None, name: str = "") -> PipelinedReader:
+    """Open a layer blob (a path, or a file object that may still be growing) as a pipelined,
+    hashing tar stream; the magic bytes must agree with the ``declared`` compression."""
+    if hasattr(source, "read"):
+        actual, source = _sniff_stream(source)
+    else:
+        actual = sniff(source)
+        name = name or getattr(source, "name", str(source))
     if declared != actual:
+        if hasattr(source, "__exit__"):
+            source.__exit__(None, None, None)
         raise UnsupportedError(
-            f"layer {getattr(path, 'name', path)} is declared {declared} but its content is {actual}",
+            f"layer {name} is declared {declared} but its content is {actual}",
             "the image's manifest lies about its layer media type; rebuild or re-push the image",
         )
-    return PipelinedReader(path, actual, on_read)
+    return PipelinedReader(source, actual, on_read)

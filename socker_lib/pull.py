@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import reference as reference_mod
-from .blobs import BlobCache
+from .blobs import BlobCache, LiveBlob, StreamRestart
 from .compression import open_layer
 from .errors import DigestMismatchError, SockerError
 from .progress import Reporter, human
@@ -84,52 +84,83 @@ def _up_to_date(store: Store, ref, image: ResolvedImage) -> bool:
 
 def _pull_locked(store: Store, transport: Transport, ref, image: ResolvedImage, settings: Settings,
                  reporter: Reporter) -> PullResult:
-    from .layers import ApplyOptions, RootfsWriter
-
     cache = BlobCache(settings.home)
     layers = image.layers
-    diff_ids = image.config["rootfs"]["diff_ids"]
     missing = sum(int(d.get("size") or 0) for d in layers if not cache.has(d["digest"], d.get("size")))
     reporter.info(f"pulling {ref} ({image.platform}, {image.manifest_digest[:19]}, "
                   f"{len(layers)} layers, {human(missing)} to download)")
     downloaded = [0]
 
-    def fetch(desc: dict) -> Path:
-        if cache.has(desc["digest"], desc.get("size")):
-            return cache.path(desc["digest"])
-        bar = reporter.bar(f"layer {desc['digest'][7:19]}", desc.get("size"))
-
-        def download(partial: Path) -> None:
-            download_blob(transport, ref, desc, partial, bar.advance)
-
-        path = cache.ensure(desc["digest"], desc.get("size"), download)
-        downloaded[0] += int(desc.get("size") or 0)
-        bar.finish("downloaded")
-        return path
-
-    with store.staging("pull-") as staged, ThreadPoolExecutor(settings.max_concurrent_downloads) as pool:
-        futures: list[Future] = [pool.submit(fetch, d) for d in layers]
+    def fetch(desc: dict, live: LiveBlob) -> Path:
         try:
-            writer = RootfsWriter(staged.rootfs, ApplyOptions())
-            skipped: list[str] = []
-            for i, (desc, fut) in enumerate(zip(layers, futures, strict=True)):
-                blob = fut.result()
-                skipped += _apply_one(writer, blob, desc, diff_ids[i], i, len(layers), reporter)
-            writer.finish()
+            if cache.has(desc["digest"], desc.get("size")):
+                path = cache.path(desc["digest"])
+                live.finish(path)
+                return path
+            bar = reporter.bar(f"layer {desc['digest'][7:19]}", desc.get("size"))
+
+            def progress(n: int) -> None:
+                bar.advance(n)
+                live.progress(n)
+
+            def download(partial: Path) -> None:
+                live.start(partial)
+                download_blob(transport, ref, desc, partial, progress)
+
+            path = cache.ensure(desc["digest"], desc.get("size"), download)
+            downloaded[0] += int(desc.get("size") or 0)
+            bar.finish("downloaded")
+            live.finish(path)
+            return path
+        except BaseException as e:
+            live.fail(e)
+            raise
+
+    with ThreadPoolExecutor(settings.max_concurrent_downloads) as pool:
+        lives = [LiveBlob() for _ in layers]
+        futures: list[Future] = [pool.submit(fetch, d, live) for d, live in zip(layers, lives, strict=True)]
+        try:
+            try:
+                skipped, path = _unpack_and_commit(store, ref, image, lives, futures, reporter, follow=True)
+            except StreamRestart:
+                # a download started over under us: unpack again once everything is cached
+                for f in futures:
+                    f.result()
+                skipped, path = _unpack_and_commit(store, ref, image, lives, futures, reporter, follow=False)
         except BaseException:
             for f in futures:
                 f.cancel()
+            for live in lives:
+                live.fail(KeyboardInterrupt())  # wake any follower still waiting
             raise
-        _write_meta(staged.meta, ref, image, skipped)
-        write_snapshot(staged.rootfs, staged.meta / "tree.json.gz")
-        path = store.commit(ref, staged)
     return PullResult(str(ref), path, image.manifest_digest, image.platform, False, downloaded[0], skipped)
 
 
-def _apply_one(writer, blob: Path, desc: dict, diff_id: str, i: int, n: int, reporter: Reporter) -> list[str]:
+def _unpack_and_commit(store: Store, ref, image: ResolvedImage, lives: list[LiveBlob], futures: list[Future],
+                       reporter: Reporter, follow: bool) -> tuple[list[str], Path]:
+    """Apply every layer in order to a staging rootfs (following downloads still under way
+    when ``follow``), verify blobs and diff_ids, and swap the result into the store."""
+    from .layers import ApplyOptions, RootfsWriter
+
+    diff_ids = image.config["rootfs"]["diff_ids"]
+    n = len(image.layers)
+    with store.staging("pull-") as staged:
+        writer = RootfsWriter(staged.rootfs, ApplyOptions())
+        skipped: list[str] = []
+        for i, (desc, live, fut) in enumerate(zip(image.layers, lives, futures, strict=True)):
+            source = live.reader() if follow else fut.result()
+            skipped += _apply_one(writer, source, desc, diff_ids[i], i, n, reporter)
+            fut.result()  # the blob itself verified (digest and size) before we go on
+        writer.finish()
+        _write_meta(staged.meta, ref, image, skipped)
+        write_snapshot(staged.rootfs, staged.meta / "tree.json.gz")
+        return skipped, store.commit(ref, staged)
+
+
+def _apply_one(writer, source, desc: dict, diff_id: str, i: int, n: int, reporter: Reporter) -> list[str]:
     compression = mt.LAYER_COMPRESSION[desc["mediaType"]]
     bar = reporter.bar(f"extract {i + 1}/{n}", None)
-    reader = open_layer(blob, compression, bar.advance)
+    reader = open_layer(source, compression, bar.advance, name=desc["digest"])
     try:
         report = writer.apply(reader)
         reader.drain()

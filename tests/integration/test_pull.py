@@ -460,3 +460,22 @@ def test_hostile_image_from_registry_never_touches_the_host(image_factory, home,
     else:  # refused: one clear line, no half-written image
         assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
         assert not (home / "images" / img.registry.host / img.repo).exists()
+
+
+def test_download_that_starts_over_falls_back_to_unpacking_from_cache(image_factory, home, monkeypatch):
+    import socker_lib.pull as pull_mod
+    from socker_lib.blobs import StreamRestart
+
+    img = image_factory([oci.busybox_entries(), [oci.file("f", b"f")]])
+    real = pull_mod._unpack_and_commit
+    calls = []
+
+    def first_follow_fails(*args, follow, **kw):
+        calls.append(follow)
+        if follow:
+            raise StreamRestart()
+        return real(*args, follow=follow, **kw)
+
+    monkeypatch.setattr(pull_mod, "_unpack_and_commit", first_follow_fails)
+    result = pull(img.ref, Settings(home=home))
+    assert calls == [True, False] and (result.path / "f").read_text() == "f"
