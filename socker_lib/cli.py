@@ -38,6 +38,14 @@ class SockerProgram(Program):
         argv = list(sys.argv if argv is None else argv)
         return super().run(_help_first(argv), exit=exit)
 
+    def parse_collection(self) -> None:
+        super().parse_collection()
+        # the bundled collection has no project directory: the project is where socker runs
+        import os
+
+        self.config.set_project_location(os.getcwd())
+        self.config.load_project()
+
     def print_help(self) -> None:
         print(f"Usage: {self.binary} [--core-opts] <command> [--command-opts] ...")
         print()

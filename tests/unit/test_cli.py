@@ -1,0 +1,63 @@
+"""The command line: help, errors, and where settings come from."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def socker(*args, cwd=None, env=None):
+    e = dict(os.environ)
+    e.pop("SOCKER_HOME", None)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "socker_lib.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=e, timeout=60)
+
+
+def test_help_lists_pull_and_hides_shell_runner_flags():
+    out = socker("--help").stdout
+    assert "pull" in out and "--debug" in out
+    assert "--pty" not in out and "--prompt-for-sudo-password" not in out
+
+
+def test_task_help_even_though_ref_is_positional():
+    out = socker("pull", "--help")
+    assert out.returncode == 0 and "--platform" in out.stdout and "Examples" in out.stdout
+
+
+def test_bad_reference_is_one_line_and_exit_2():
+    out = socker("pull", "Not/Valid")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[0].startswith("error: invalid repository name component 'Valid'")
+    assert "Traceback" not in out.stderr
+
+
+def test_debug_shows_traceback():
+    out = socker("--debug", "pull", "Not/Valid")
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_settings_from_project_yaml_env_and_flags(tmp_path):
+    from socker_lib.settings import Settings
+
+    (tmp_path / "socker.yaml").write_text(f"home: {tmp_path / 'from-yaml'}\n")
+    probe = ("from socker_lib.cli import program; from socker_lib.settings import Settings;"
+             "program.run(['socker','--list'], exit=False);"
+             "print(Settings.load(program.config).home)")
+    run = lambda env: subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,  # noqa: E731
+                                     env={**{k: v for k, v in os.environ.items() if k != "SOCKER_HOME"}, **env,
+                                          "PYTHONPATH": str(REPO)}).stdout.strip().splitlines()[-1]
+    assert run({}) == str(tmp_path / "from-yaml")
+    assert run({"SOCKER_HOME": str(tmp_path / "from-env")}) == str(tmp_path / "from-env")
+    assert Settings.load({"home": "/x"}, home="/y").home == Path("/y")
+    assert Settings.load(None, insecure_registries="a:1, b:2").insecure_registries == ("a:1", "b:2")
+
+
+def test_unreachable_registry_exit_code_and_hint():
+    out = socker("pull", "127.0.0.1:1/a/b:c")
+    assert out.returncode == 1
+    assert "cannot reach registry 127.0.0.1:1" in out.stderr and "hint:" in out.stderr
