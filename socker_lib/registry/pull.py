@@ -229,7 +229,7 @@ def _download_foreign(t: Transport, desc: dict, urls: list[str], partial: Path, 
 
         def get(hdrs, url=url):
             # foreign URLs are other hosts: never send the registry's Authorization there
-            resp = t.session.get(url, headers=hdrs, stream=True, timeout=60)
+            resp = t.session.get(url, headers=hdrs, stream=True, timeout=60, verify=t.verify)
             if resp.status_code not in (200, 206):
                 resp.close()
                 raise NotFoundError(f"foreign layer URL {url} answered HTTP {resp.status_code}")

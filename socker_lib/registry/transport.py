@@ -9,6 +9,7 @@ connections are retried with backoff, honouring ``Retry-After``.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import threading
 import time
@@ -17,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from ..errors import AuthError, NotFoundError, RegistryError, UnreachableError
+from ..errors import AuthError, ConfigError, NotFoundError, RegistryError, UnreachableError
 from ..settings import Settings
 from . import credentials as creds_mod
 
@@ -58,8 +59,11 @@ class Transport:
         self._lock = threading.Lock()
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        if settings.ca_cert:
-            self.session.verify = settings.ca_cert
+        # passed on every request: requests lets REQUESTS_CA_BUNDLE override a session's verify
+        self.verify = settings.ca_cert or True
+        if settings.ca_cert and not os.path.isfile(settings.ca_cert):
+            raise ConfigError(f"CA certificate file {settings.ca_cert} does not exist",
+                              "pass the PEM file that signed the registry's certificate")
         self.base = None  # scheme://host, decided by ping()
 
     # -- scheme and challenge -------------------------------------------------
@@ -92,7 +96,7 @@ class Transport:
             return
         if isinstance(last, requests.exceptions.SSLError):
             raise UnreachableError(
-                f"TLS failure talking to {self.registry}: {_short(last)}",
+                f"TLS failure talking to {self.registry}: {_tls_reason(last)}",
                 "pass --ca-cert FILE (or set ca_cert) for a private CA, or list the registry in insecure_registries",
             )
         raise UnreachableError(
@@ -144,10 +148,10 @@ class Transport:
             if c and c.identity_token:
                 form = dict(query[:1], grant_type="refresh_token", refresh_token=c.identity_token,
                             client_id="socker", scope=" ".join(scopes))
-                resp = self.session.post(realm, data=form, timeout=60)
+                resp = self.session.post(realm, data=form, timeout=60, verify=self.verify)
             else:
                 auth = (c.username, c.password) if c and c.username and c.password is not None else None
-                resp = self.session.get(realm, params=query, auth=auth, timeout=60)
+                resp = self.session.get(realm, params=query, auth=auth, timeout=60, verify=self.verify)
         except requests.exceptions.RequestException as e:
             raise UnreachableError(f"cannot reach the token server of {self.registry}: {_short(e)}") from e
         if resp.status_code in (401, 403):
@@ -216,7 +220,7 @@ class Transport:
     def _send(self, method, url, headers, *, stream=False, data=None, timeout=60, follow=True):
         for _ in range(10):
             resp = self.session.request(method, url, headers=headers, data=data, stream=stream,
-                                        timeout=timeout, allow_redirects=False)
+                                        timeout=timeout, allow_redirects=False, verify=self.verify)
             if not follow or resp.status_code not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
                 return resp
             target = urljoin(url, resp.headers["Location"])
@@ -257,6 +261,13 @@ def _short(e: Exception | None) -> str:
     if m:
         return (m.group(1) or m.group(2)).strip()
     return text if len(text) < 160 else text[:157] + "..."
+
+
+def _tls_reason(e: Exception) -> str:
+    m = re.search(r"certificate verify failed: ([^(\]']+)|(wrong version number)|(\[SSL[^\]]*\][^'\")]*)", str(e))
+    if m:
+        return next(g for g in m.groups() if g).strip().rstrip(" (_")
+    return _short(e)
 
 
 def _login_hint(registry: str) -> str:

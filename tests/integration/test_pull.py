@@ -479,3 +479,52 @@ def test_download_that_starts_over_falls_back_to_unpacking_from_cache(image_fact
     monkeypatch.setattr(pull_mod, "_unpack_and_commit", first_follow_fails)
     result = pull(img.ref, Settings(home=home))
     assert calls == [True, False] and (result.path / "f").read_text() == "f"
+
+
+@pytest.fixture
+def tls_registry(registry, tmp_path):
+    """A second registry process serving the plain registry's storage over TLS with a private CA."""
+    import time
+
+    import requests
+
+    from tests.support.registry import REGISTRY_BIN, free_port, registry_config, stop_process
+
+    needs_tool("openssl")
+    cert, key = tmp_path / "ca.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    port = free_port()
+    config = registry_config(registry.storage_dir, port, None,
+                             {"http": {"tls": {"certificate": str(cert), "key": str(key)}}})
+    cfg = tmp_path / "tls.yml"
+    cfg.write_text(json.dumps(config))
+    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                requests.get(f"https://127.0.0.1:{port}/v2/", verify=str(cert), timeout=1)
+                break
+            except requests.exceptions.RequestException:
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}", cert
+    finally:
+        stop_process(proc)
+
+
+def test_tls_registry_needs_its_ca(tls_registry, image_factory, home):
+    host, cert = tls_registry
+    img = image_factory([oci.busybox_entries()])
+    ref = f"{host}/{img.repo}:{img.tag}"
+    proc = socker_pull(ref, home, check=False)
+    assert proc.returncode != 0 and "TLS" in proc.stderr and "--ca-cert" in proc.stderr
+    out = socker_pull(ref, home, "--ca-cert", str(cert))
+    assert (Path(out.stdout.strip()) / "bin/busybox").exists()
+
+
+def test_docker_manifest_list_platform_choice(image_factory, home):
+    img = image_factory([oci.busybox_entries()], docker=True, platforms=["linux/amd64", "linux/arm64/v8"])
+    assert img.info["media_type"].endswith("manifest.list.v2+json")
+    out = socker_pull(img.ref, home, "--platform", "linux/arm64")
+    assert (Path(out.stdout.strip()) / "etc/platform").read_text().startswith("linux/arm64")
