@@ -264,9 +264,11 @@ def _short(e: Exception | None) -> str:
 
 
 def _tls_reason(e: Exception) -> str:
-    m = re.search(r"certificate verify failed: ([^(\]']+)|(wrong version number)|(\[SSL[^\]]*\][^'\")]*)", str(e))
-    if m:
-        return next(g for g in m.groups() if g).strip().rstrip(" (_")
+    text = str(e)
+    for pattern in (r"certificate verify failed: ([^(\]']+)", r"(wrong version number)", r"\[SSL: ([A-Z_]+)\]"):
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1).strip()
     return _short(e)
 
 
