@@ -36,7 +36,7 @@ class SockerProgram(Program):
         import sys
 
         argv = list(sys.argv if argv is None else argv)
-        return super().run(_help_first(argv), exit=exit)
+        return super().run(_variadic(_help_first(argv)), exit=exit)
 
     def parse_collection(self) -> None:
         super().parse_collection()
@@ -63,6 +63,52 @@ class SockerProgram(Program):
 def _flag_name(spec: str) -> str:
     longs = [w for w in spec.replace(",", " ").split() if w.startswith("--")]
     return longs[0][2:].split("=")[0].split("[")[0] if longs else ""
+
+
+#: tasks whose trailing words all belong to one repeatable flag, as Docker users type them:
+#: ``socker add IMAGE PATH…`` → ``socker add IMAGE --path PATH …``
+VARIADIC = {"add": "path"}
+
+
+def _value_flags(task_name: str) -> set[str]:
+    flags = set()
+    for arg in ns.tasks[task_name].get_arguments():
+        if arg.kind is not bool:
+            for name in arg.names:
+                flags.add(("--" if len(name) > 1 else "-") + name.replace("_", "-"))
+    return flags
+
+
+def _variadic(argv: list[str]) -> list[str]:
+    i = next((k for k, w in enumerate(argv[1:], 1)
+              if not w.startswith("-") and argv[k - 1] not in ("-f", "--config")), None)
+    if i is None or argv[i] not in VARIADIC:
+        return argv  # no task, or another task comes first: leave invoke's parsing alone
+    word = argv[i]
+    flag = "--" + VARIADIC[word]
+    takes_value = _value_flags(word)
+    out, rest = argv[: i + 1], argv[i + 1 :]
+    j, positional = 0, None
+    while j < len(rest):
+        token = rest[j]
+        if token == "--":
+            j += 1
+            break
+        if positional is None and token.startswith("-") and token != "-":
+            out.append(token)
+            if token in takes_value and "=" not in token:
+                out.append(rest[j + 1] if j + 1 < len(rest) else "")
+                j += 1
+            j += 1
+            continue
+        if positional is None:
+            positional = token
+            out.append(token)
+            j += 1
+            continue
+        break
+    out += [f"{flag}={token}" for token in rest[j:]]
+    return out
 
 
 def _help_first(argv: list[str]) -> list[str]:

@@ -80,5 +80,145 @@ def pull(c, ref, platform=None, quiet=False, ca_cert=None, force=False):
     print(result.path)
 
 
-ns = Collection(pull)
+@task(
+    help={
+        "ref": "the local image to push, and where to: registry/repo:tag (see socker images)",
+        "format": "manifest format: docker (schema2, the default, for Docker Hub) or oci",
+        "compression": "layer compression: gzip (default), zstd (needs --format oci) or none",
+        "quiet": "print only the pushed manifest digest",
+        "ca_cert": "PEM file with the CA that signed a private registry's certificate",
+    },
+)
+@friendly
+def push(c, ref, format="docker", compression="gzip", quiet=False, ca_cert=None):  # noqa: A002
+    """Upload a local image directory as a single-layer image.
+
+    The directory $SOCKER_HOME/images/<repo>/<tag>/ is packed into one deterministic layer
+    (pushing an unchanged directory again gives the same digest), with the config it was
+    pulled with. Credentials: DOCKER_USERNAME/DOCKER_PASSWORD or socker login. Example:
+
+      socker push 127.0.0.1:5000/me/app:1
+    """
+    from .progress import make_reporter
+    from .push import push as do_push
+
+    cfg = settings(c, ca_cert=ca_cert)
+    with make_reporter(quiet) as reporter:
+        result = do_push(ref, cfg, fmt=format, compression=compression, reporter=reporter)
+        if not quiet:
+            reporter.info(f"pushed {result.reference}: layer {result.layer_digest[:19]} {result.uploaded}")
+    print(result.digest)
+
+
+@task(
+    help={
+        "source": "image to pull (any number of layers)",
+        "dest": "where to push it as a single layer",
+        "platform": "os/arch[/variant] to pick from a multi-platform source",
+        "format": "manifest format: docker (default) or oci",
+        "compression": "gzip (default), zstd (needs --format oci) or none",
+        "quiet": "print only the pushed manifest digest",
+    },
+)
+@friendly
+def flatten(c, source, dest, platform=None, format="docker", compression="gzip", quiet=False):  # noqa: A002
+    """Pull SOURCE and push it to DEST as one layer.
+
+      socker flatten library/nginx:latest 127.0.0.1:5000/me/nginx:flat
+    """
+    from .progress import make_reporter
+    from .pull import pull as do_pull
+    from .push import push as do_push
+
+    cfg = settings(c)
+    with make_reporter(quiet) as reporter:
+        do_pull(source, cfg, platform=platform, reporter=reporter)
+        result = do_push(dest, cfg, source=source, fmt=format, compression=compression, reporter=reporter)
+    print(result.digest)
+
+
+@task(help={"ref": "name of the new image, e.g. me/minimal:1",
+            "platform": "os/arch[/variant] recorded in its config (default: this machine)",
+            "force": "replace an existing image of that name"})
+@friendly
+def new(c, ref, platform=None, force=False):
+    """Create an empty image (scratch) to fill with socker add, then push."""
+    from .images import new_image
+
+    print(new_image(ref, settings(c), platform=platform, force=force))
+
+
+@task(iterable=["path"], help={"ref": "the image to add to",
+                               "path": "host file to copy in (repeatable; with socker, just list them)"})
+@friendly
+def add(c, ref, path=None):
+    """Copy host executables into an image, with their shared libraries and loader.
+
+      socker add me/minimal:1 /usr/bin/bash /bin/ls
+    """
+    from .images import add_files
+
+    for p in add_files(ref, list(path or []), settings(c)):
+        print(p)
+
+
+@task(help={"source": "existing local image", "dest": "new name"})
+@friendly
+def tag(c, source, dest):
+    """Copy a local image (tree and metadata) to a new name, e.g. library/nginx:latest me/nginx:latest."""
+    from .images import tag_image
+
+    print(tag_image(source, dest, settings(c)))
+
+
+@task(help={"ref": "local image to delete"})
+@friendly
+def rm(c, ref):
+    """Delete a local image (its directory and metadata; cached blobs stay)."""
+    from .images import remove_image
+
+    print(f"removed {remove_image(ref, settings(c))}")
+
+
+@task(help={"quick": "do not check whether images were modified since they were pulled"})
+@friendly
+def images(c, quick=False):
+    """List local images: name, size, source digest, modified since pull."""
+    from .images import list_images
+    from .progress import human
+
+    rows = [("IMAGE", "SIZE", "DIGEST", "MODIFIED")]
+    for info in list_images(settings(c), check_modified=not quick):
+        modified = "?" if info.modified is None else "yes" if info.modified else "no"
+        rows.append((info.reference, human(info.size), (info.digest or info.origin)[:19], modified))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
+
+
+@task(help={"registry": "registry host (default: Docker Hub)", "username": "user name",
+            "password_stdin": "read the password from standard input"})
+@friendly
+def login(c, registry="docker.io", username=None, password_stdin=False):
+    """Check credentials against a registry and store them like docker login (mode 0600).
+
+      echo "$TOKEN" | socker login 127.0.0.1:5000 -u me --password-stdin
+    """
+    import getpass
+    import sys
+
+    from .login import login as do_login
+
+    username = username or os.environ.get("DOCKER_USERNAME") or input("Username: ")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif os.environ.get("DOCKER_PASSWORD"):
+        password = os.environ["DOCKER_PASSWORD"]
+    else:
+        password = getpass.getpass("Password: ")
+    where = do_login(registry, username, password, settings(c))
+    print(f"login succeeded; credentials stored in {where}")
+
+
+ns = Collection(pull, push, flatten, new, add, tag, rm, images, login)
 ns.configure(dict(DEFAULTS))

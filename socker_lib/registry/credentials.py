@@ -87,3 +87,44 @@ def lookup(registry: str) -> Credentials | None:
     if config.get("credsStore"):
         return _from_helper(config["credsStore"], keys[0])
     return None
+
+
+def store(registry: str, creds: Credentials) -> str:
+    """Save credentials like ``docker login``: through the configured credential helper, else
+    base64 in ``config.json`` written with mode 0600. Returns where they went."""
+    path = docker_config_path()
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        config = {}
+    except (OSError, ValueError) as e:
+        raise AuthError(f"cannot read {path}: {e}", "fix or remove the file") from e
+    key = _auth_keys(registry)[0]
+    helper = (config.get("credHelpers") or {}).get(key) or config.get("credsStore")
+    if helper:
+        payload = json.dumps({"ServerURL": key, "Username": creds.username, "Secret": creds.password})
+        exe = f"docker-credential-{helper}"
+        try:
+            out = subprocess.run([exe, "store"], input=payload.encode(), capture_output=True, timeout=30)
+        except FileNotFoundError as e:
+            raise AuthError(f"credential helper {exe} is configured but not installed") from e
+        if out.returncode != 0:
+            raise AuthError(f"credential helper {exe} could not store the credentials: "
+                            f"{out.stderr.decode(errors='replace').strip()[:200]}")
+        return exe
+    raw = f"{creds.username}:{creds.password}".encode()
+    config.setdefault("auths", {})[key] = {"auth": base64.b64encode(raw).decode()}
+    _write_private(path, json.dumps(config, indent="\t") + "\n")
+    return str(path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -179,8 +179,12 @@ class Transport:
 
     def request(self, method: str, path: str, *, scope: str | None = None, headers: dict | None = None,
                 stream: bool = False, data=None, ok=(200,), what: str = "", timeout: float = 60,
-                follow: bool = True) -> requests.Response:
-        """Send with auth, retries and safe redirects; raise ``RegistryError`` unless status in ``ok``."""
+                follow: bool = True, retry: bool = True) -> requests.Response:
+        """Send with auth, retries and safe redirects; raise ``RegistryError`` unless status in ``ok``.
+
+        ``data`` may be a callable returning the body, so that a retry can send it again;
+        ``retry=False`` leaves recovery to the caller (e.g. a chunk the registry may have got).
+        """
         url = self.url(path)
         refreshed = False
         attempt = 0
@@ -189,11 +193,12 @@ class Transport:
             auth = self._auth_header(scope, fresh=False)
             if auth:
                 hdrs["Authorization"] = auth
+            body = data() if callable(data) else data  # a callable makes a fresh body per attempt
             try:
-                resp = self._send(method, url, hdrs, stream=stream, data=data, timeout=timeout,
+                resp = self._send(method, url, hdrs, stream=stream, data=body, timeout=timeout,
                                   follow=follow)
             except requests.exceptions.RequestException as e:
-                if attempt >= self.retries or not _retryable_exc(e):
+                if not retry or attempt >= self.retries or not _retryable_exc(e):
                     raise UnreachableError(f"lost connection to {self.registry} {what}: {_short(e)}".replace("  ", " "),
                                            "check the network and the registry, then run the command again") from e
                 self._sleep(attempt, None)
@@ -208,7 +213,7 @@ class Transport:
                     with self._lock:
                         self._tokens.clear()
                     continue
-            if (resp.status_code == 429 or resp.status_code >= 500) and attempt < self.retries:
+            if retry and (resp.status_code == 429 or resp.status_code >= 500) and attempt < self.retries:
                 _drain(resp)
                 self._sleep(attempt, resp.headers.get("Retry-After"))
                 attempt += 1

@@ -825,6 +825,12 @@ class Fault:
     body: bytes = b""
 
 
+#: ``inject(DROP, ...)``: close the connection without forwarding or answering.
+DROP = 0
+#: ``inject(DROP_FORWARDED, ...)``: forward to the registry, then close without answering.
+DROP_FORWARDED = -1
+
+
 class RecordingProxy:
     """An HTTP proxy on loopback in front of ``target_url`` (a registry) that records every request.
 
@@ -942,6 +948,18 @@ class RecordingProxy:
                     self._serve_cdn(rec)
                     return
                 fault = proxy._take_fault(method, self.path)
+                if fault is not None and fault.status == DROP_FORWARDED:
+                    # the registry gets the request, the client never hears back
+                    rec.injected = True
+                    proxy._forward(method, self.path, headers, body)
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault is not None and fault.status == DROP:
+                    rec.injected = True
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if fault is not None:
                     rec.injected = True
                     self._reply(rec, fault.status, list(fault.headers.items()), fault.body)
