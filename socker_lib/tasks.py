@@ -196,10 +196,10 @@ def images(c, quick=False):
         print("  ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
 
 
-@task(help={"registry": "registry host (default: Docker Hub)", "username": "user name",
+@task(help={"registry": "registry host, e.g. docker.io or 127.0.0.1:5000", "username": "user name",
             "password_stdin": "read the password from standard input"})
 @friendly
-def login(c, registry="docker.io", username=None, password_stdin=False):
+def login(c, registry, username=None, password_stdin=False):
     """Check credentials against a registry and store them like docker login (mode 0600).
 
       echo "$TOKEN" | socker login 127.0.0.1:5000 -u me --password-stdin

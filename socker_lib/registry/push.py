@@ -87,10 +87,11 @@ def upload_monolithic(t: Transport, ref: Reference, location: str, path: Path, d
 
 
 def upload_chunked(t: Transport, ref: Reference, location: str, path: Path, digest: str,
-                   progress: Callable[[int], None] | None = None, chunk: int = CHUNK) -> None:
+                   progress: Callable[[int], None] | None = None, chunk: int | None = None) -> None:
     """PATCH the blob in chunks; after a dropped connection ask the registry how much it has
     (GET on the upload URL → ``Range: 0-N``) and go on from there."""
     size = path.stat().st_size
+    chunk = chunk or CHUNK
     offset, failures = 0, 0
     while offset < size:
         end = min(offset + chunk, size)
@@ -108,7 +109,7 @@ def upload_chunked(t: Transport, ref: Reference, location: str, path: Path, dige
             time.sleep(min(0.25 * 2**failures, 5))
             if failures > t.retries:
                 raise
-            location, offset = upload_status(t, ref, location)
+            location, offset = _recover(t, ref, location)
             if progress:
                 progress(-1)
                 progress(offset)
@@ -116,6 +117,18 @@ def upload_chunked(t: Transport, ref: Reference, location: str, path: Path, dige
         location = _location(t, resp, location) or location
         offset = _range_end(resp, end)
     commit_upload(t, ref, location, digest)
+
+
+def _recover(t: Transport, ref: Reference, location: str) -> tuple[str, int]:
+    """After a failed chunk: resume where the registry stands, or start the blob over if the
+    session is gone (distribution cancels an upload whose state token no longer matches)."""
+    try:
+        return upload_status(t, ref, location)
+    except RegistryError as e:
+        if e.status not in (400, 404, 416):
+            raise
+    _, location = start_upload(t, ref)
+    return location, 0
 
 
 def upload_status(t: Transport, ref: Reference, location: str) -> tuple[str, int]:
