@@ -140,8 +140,8 @@ class _Follower:
                     if self._pos >= os.fstat(self._fd).st_size:
                         return b""
                     continue
-                if live.written <= self._pos:
-                    live._cond.wait(0.5)
+                # at the end of what is written so far: wait for the writer's next progress
+                live._cond.wait(0.05)
 
     def _check(self) -> None:
         live = self._live

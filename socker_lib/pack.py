@@ -88,8 +88,7 @@ __all__ = ["PackedLayer", "pack_layer"]
 BLOCK_SIZE = 1 << 20  # tar bytes per compression block and per hash update
 _DICT_SIZE = 1 << 15  # deflate's window: what a block may refer back to in the one before
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags, mtime 0, OS unknown
-_ISAL_LEVELS = range(0, 4)
-_ZLIB_LEVELS = range(4, 10)
+_ISAL_LEVELS = range(0, 4)  # higher gzip levels are zlib's
 DEFAULT_LEVELS = {"gzip": 1, "zstd": 3}
 
 _TAR_BLOCK = 512
@@ -300,7 +299,7 @@ class _Walker:
         try:
             now = os.fstat(fd)
             _same_inode(st, now, path)
-            self._write(path + b"/", now, b"5", xattrs=self._xattrs(fd, path))
+            self._write(path + b"/", now, b"5", xattrs=self._xattrs(fd))
             if now.st_dev != self.root_dev:
                 self.skipped.append(
                     f"{_show(path)}: another filesystem is mounted here; its content is left out"
@@ -317,7 +316,7 @@ class _Walker:
         try:
             now = os.fstat(fd)
             _same_inode(st, now, path)
-            self._write(path, now, b"0", size=now.st_size, xattrs=self._xattrs(fd, path))
+            self._write(path, now, b"0", size=now.st_size, xattrs=self._xattrs(fd))
             if now.st_size:
                 self.tar.copy_file(fd, now.st_size, path)
         finally:
@@ -355,7 +354,7 @@ class _Walker:
 
     # -- xattrs ---------------------------------------------------------------------------------
 
-    def _xattrs(self, target: int | bytes, path: bytes) -> list[tuple[bytes, bytes]]:
+    def _xattrs(self, target: int | bytes) -> list[tuple[bytes, bytes]]:
         """The xattrs of an open file or directory (or of a path, never followed), sorted."""
         nofollow = {} if isinstance(target, int) else {"follow_symlinks": False}
         try:
@@ -382,8 +381,8 @@ class _Walker:
         """xattrs of a symlink, fifo or device node, which cannot be opened to read them."""
         if self._proc:
             # The directory is pinned by its descriptor; only the last component is looked up.
-            return self._xattrs(b"/proc/self/fd/%d/%s" % (dir_fd, name), path)
-        return self._xattrs(self.root_path + b"/" + path, path)
+            return self._xattrs(b"/proc/self/fd/%d/%s" % (dir_fd, name))
+        return self._xattrs(self.root_path + b"/" + path)
 
     def _failed(self, path: bytes, err: OSError, hint: str | None = None) -> SockerError:
         return SockerError(
@@ -599,6 +598,7 @@ class _Encoder:
     the writing thread, each once per block in order (``last`` only for the final block)."""
 
     header = b""
+    compresses = False
 
     def start(self, block: bytearray, last: bool) -> object:
         return block
@@ -613,7 +613,8 @@ class _Encoder:
 class _ParallelGzip(_Encoder):
     """pigz's scheme: independent deflate blocks, each primed with the previous block's tail."""
 
-    header = _GZIP_HEADER  # deflate, no flags, mtime 0, OS unknown
+    header = _GZIP_HEADER
+    compresses = True
 
     def __init__(self, level: int, workers: int):
         if level in _ISAL_LEVELS:
@@ -652,6 +653,8 @@ class _ParallelGzip(_Encoder):
 
 
 class _Zstd(_Encoder):
+    compresses = True
+
     def __init__(self, level: int, workers: int):
         import zstandard
 
@@ -681,7 +684,7 @@ class _BlobWriter:
         self.encoder = encoder
         self.tar_hash = hashlib.sha256()
         # Uncompressed, the blob is the tar: one hash is enough.
-        self.blob_hash = hashlib.sha256() if type(encoder) is not _Encoder else None
+        self.blob_hash = hashlib.sha256() if encoder.compresses else None
         self.size = 0
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(depth)

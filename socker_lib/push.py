@@ -9,15 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import reference as reference_mod
-from .blobs import BlobCache
+from .blobs import BlobCache, LiveBlob
 from .errors import DigestMismatchError, ImageNotFoundError, ReferenceError_, UnsupportedError
 from .imageconfig import canonical, digest_of, flattened_config, manifest
 from .progress import Reporter, human
-from .registry.push import put_manifest, upload_blob
+from .registry.push import check_access, put_manifest, upload_blob, upload_streaming
 from .registry.transport import Transport
 from .settings import Settings
 from .store import Store, snapshot, write_json
@@ -52,21 +53,28 @@ def push(ref_text: str, settings: Settings | None = None, *, source: str | None 
     with store.lock(src, on_wait=lambda: reporter.info(f"waiting for another operation on {src} ...")):
         meta = _read_meta(store, src)
         base_config = _read_json(store.meta_dir(src) / "config.json")
-        layer, packed = _layer_for(store, src, meta, compression, reporter)
-        meta["lastPacked"] = layer
-        created = layer["created"]
-        note = f"socker push: {src} flattened into one layer"
-        config_bytes = canonical(flattened_config(base_config, layer["diffID"], created, note))
-        manifest_bytes, media = manifest(config_bytes, layer["digest"], layer["size"], compression, fmt)
         cache = BlobCache(settings.home)
-        config_path = _cache_bytes(cache, config_bytes)
         t = Transport(dst.registry, dst.api_host, settings)
-        reporter.info(f"pushing {dst} (1 layer, {human(layer['size'])})")
-        bar = reporter.bar(f"layer {layer['digest'][7:19]}", layer["size"])
-        how = upload_blob(t, dst, cache.path(layer["digest"]), layer["digest"],
-                          mount_from=_known_sources(store, dst, layer["digest"]), progress=bar.advance)
-        bar.finish(how)
-        upload_blob(t, dst, config_path, digest_of(config_bytes))
+        snap = snapshot(store.image_dir(src))
+        fp = _fingerprint(snap, compression)
+        check_access(t, dst)  # wrong credentials fail here, before any packing or upload
+        last = _packed_before(store, meta, fp)
+        if last:
+            layer, packed = last, False
+            reporter.info(f"pushing {dst} (1 layer, {human(layer['size'])}, unchanged since last packed)")
+            bar = reporter.bar(f"layer {layer['digest'][7:19]}", layer["size"])
+            how = upload_blob(t, dst, cache.path(layer["digest"]), layer["digest"],
+                              mount_from=_known_sources(store, dst, layer["digest"]), progress=bar.advance)
+            bar.finish(how)
+        else:
+            reporter.info(f"packing and pushing {dst}")
+            layer, how, packed = _pack_and_upload(store, src, t, dst, compression, reporter), "uploaded", True
+            layer.update(fingerprint=fp, created=_created(snap))
+        meta["lastPacked"] = layer
+        note = f"flattened by socker from {meta['digest']}" if meta.get("digest") else "created by socker"
+        config_bytes = canonical(flattened_config(base_config, layer["diffID"], layer["created"], note))
+        manifest_bytes, media = manifest(config_bytes, layer["digest"], layer["size"], compression, fmt)
+        upload_blob(t, dst, _cache_bytes(cache, config_bytes), digest_of(config_bytes))
         digest = digest_of(manifest_bytes)
         answered = put_manifest(t, dst, dst.tag, manifest_bytes, media)
         if answered and answered.startswith("sha256:") and answered != digest:
@@ -111,30 +119,67 @@ def _created(snap: dict) -> int:
     return min(newest, int(sde)) if sde and sde.isdigit() else newest
 
 
-def _layer_for(store: Store, ref, meta: dict, compression: str, reporter: Reporter) -> tuple[dict, bool]:
-    """The layer for the tree as it is now: reused if the tree has not changed, else packed."""
+def _packed_before(store: Store, meta: dict, fp: str) -> dict | None:
+    """A layer already packed from an identical tree (this image's, or a tagged copy's)."""
+    cache = BlobCache(store.home)
+
+    def usable(layer: dict | None) -> bool:
+        return bool(layer) and layer.get("fingerprint") == fp and cache.has(layer.get("digest", ""), layer.get("size"))
+
+    if usable(meta.get("lastPacked")):
+        return meta["lastPacked"]
+    if store.meta_root.is_dir():
+        for path in store.meta_root.rglob("image.json"):
+            layer = (_read_json(path) or {}).get("lastPacked")
+            if usable(layer):
+                return layer
+    return None
+
+
+def _pack_and_upload(store: Store, ref, t: Transport, dst, compression: str, reporter: Reporter) -> dict:
+    """Pack the tree into a layer and upload it at the same time (the upload follows the blob
+    as it grows); the finished blob goes into the blob cache."""
     from .pack import pack_layer
 
     rootfs = store.image_dir(ref)
-    snap = snapshot(rootfs)
-    fp = _fingerprint(snap, compression)
     cache = BlobCache(store.home)
-    last = meta.get("lastPacked") or {}
-    if last.get("fingerprint") == fp and cache.has(last.get("digest", ""), last.get("size")):
-        return last, False
-    bar = reporter.bar(f"pack {ref}", None)
     with store.staging("pack-") as staged:
         blob = staged.dir / "layer"
-        packed = pack_layer(rootfs, blob, compression=compression, progress=bar.advance)
+        live = LiveBlob()
+        live.start(blob)
+        result: dict = {}
+        bar = reporter.bar(f"pack+upload {ref}", None)
+
+        def pack() -> None:
+            try:
+                result["packed"] = pack_layer(rootfs, blob, compression=compression,
+                                              progress=lambda n: live.progress(n))
+                live.finish(blob)
+            except BaseException as e:
+                live.fail(e)
+                result["error"] = e
+
+        worker = threading.Thread(target=pack, name="pack", daemon=True)
+        worker.start()
+
+        def digest_when_done() -> str:
+            worker.join()
+            if "error" in result:
+                raise result["error"]
+            return result["packed"].digest
+
+        try:
+            upload_streaming(t, dst, blob, live.reader(), digest_when_done, progress=bar.advance)
+        finally:
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        packed = result["packed"]
         bar.finish(f"{packed.entries} entries, {human(packed.size)}")
         final = cache.path(packed.digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(blob, final)
-    if snapshot(rootfs) != snap:
-        reporter.warn(f"{ref} changed while it was being packed; the pushed layer may mix old and new files")
-    layer = {"fingerprint": fp, "digest": packed.digest, "size": packed.size, "diffID": packed.diff_id,
-             "compression": compression, "created": _created(snap)}
-    return layer, True
+    return {"digest": packed.digest, "size": packed.size, "diffID": packed.diff_id, "compression": compression}
 
 
 def _cache_bytes(cache: BlobCache, data: bytes) -> Path:

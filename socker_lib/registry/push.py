@@ -28,6 +28,11 @@ def push_scope(ref: Reference) -> str:
     return f"repository:{ref.repository}:pull,push"
 
 
+def check_access(t: Transport, ref: Reference) -> None:
+    """Authenticate for ``pull,push`` up front, so bad credentials fail before any work."""
+    t.request("GET", "/v2/", scope=push_scope(ref), what=f"logging in to push {ref.repository}")
+
+
 def blob_exists(t: Transport, ref: Reference, digest: str) -> bool:
     resp = t.request("HEAD", f"/v2/{ref.repository}/blobs/{digest}", scope=push_scope(ref), ok=(200, 404),
                      what=f"checking blob {digest[:19]}")
@@ -87,12 +92,13 @@ def upload_monolithic(t: Transport, ref: Reference, location: str, path: Path, d
 
 
 def upload_chunked(t: Transport, ref: Reference, location: str, path: Path, digest: str,
-                   progress: Callable[[int], None] | None = None, chunk: int | None = None) -> None:
+                   progress: Callable[[int], None] | None = None, chunk: int | None = None,
+                   offset: int = 0) -> None:
     """PATCH the blob in chunks; after a dropped connection ask the registry how much it has
     (GET on the upload URL → ``Range: 0-N``) and go on from there."""
     size = path.stat().st_size
     chunk = chunk or CHUNK
-    offset, failures = 0, 0
+    failures = 0
     while offset < size:
         end = min(offset + chunk, size)
         try:
@@ -129,6 +135,37 @@ def _recover(t: Transport, ref: Reference, location: str) -> tuple[str, int]:
             raise
     _, location = start_upload(t, ref)
     return location, 0
+
+
+def upload_streaming(t: Transport, ref: Reference, path: Path, reader, digest_when_done: Callable[[], str],
+                     progress: Callable[[int], None] | None = None) -> None:
+    """Upload a blob while it is still being written: one streamed ``PATCH`` fed by ``reader``
+    (which blocks until more bytes exist and ends when the writer is done), then the ``PUT``
+    with the digest. If the stream breaks, finish from the complete file with ``upload_chunked``."""
+    _, location = start_upload(t, ref)
+
+    def body():
+        while chunk := reader.read(1 << 20):
+            if progress:
+                progress(len(chunk))
+            yield chunk
+
+    try:
+        resp = t.request("PATCH", location, scope=push_scope(ref), ok=(202,), retry=False, data=body(),
+                         headers={"Content-Type": "application/octet-stream"}, timeout=300,
+                         what="streaming a blob")
+        location = _location(t, resp, location) or location
+    except (RegistryError, *_NET_ERRORS) as e:
+        if isinstance(e, RegistryError) and e.status and e.status < 500 and e.status not in (404, 416, 429):
+            raise
+        digest = digest_when_done()  # the writer must have finished (or raised) before we go on
+        location, offset = _recover(t, ref, location)
+        if progress:
+            progress(-1)
+            progress(offset)
+        upload_chunked(t, ref, location, path, digest, progress, offset=offset)
+        return
+    commit_upload(t, ref, location, digest_when_done())
 
 
 def upload_status(t: Transport, ref: Reference, location: str) -> tuple[str, int]:
