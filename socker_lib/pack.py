@@ -2,67 +2,75 @@
 
 The inverse of ``socker_lib.layers``: ``pack_layer(rootfs, dest)`` walks the tree once and
 streams tar bytes -> sha256 (the ``diff_id``) -> compressor -> ``dest``, hashing the compressed
-bytes (the layer ``digest``) as they are written. Nothing is held in memory but a few 1 MiB
-blocks.
+bytes (the layer ``digest``) as they are written. Only a few 1 MiB blocks are ever in memory.
 
-The tar is a pure function of the tree (the same directory packs to the same bytes, always):
+The tar is a pure function of the tree (the same directory packs to the same bytes, always;
+a tree unpacked from the layer packs to it again):
 
 * every entry below the root (no ``./`` entry, as Docker layers), depth first with each
   directory's children in byte order of their names, so ``a`` < ``a/b`` < ``a-b``
   (GNU tar's ``--sort=name``);
-* PAX format (Go's ``archive/tar`` conventions): ustar headers with numeric uid/gid and empty
-  uname/gname, PAX records only where ustar cannot say it (``path``/``linkpath`` longer than
-  100 bytes or not ASCII, large ``size``/``uid``/``gid``, ``mtime`` with a non-zero
-  nanosecond fraction, ``SCHILY.xattr.NAME`` written byte for byte, ``hdrcharset=BINARY``
-  when a value is not UTF-8, as ``tarfile`` and bsdtar do); no atime or ctime;
+* PAX format with Go's ``archive/tar`` conventions: ustar headers with numeric uid/gid and
+  empty uname/gname, PAX records only where ustar cannot say it (``path``/``linkpath`` longer
+  than 100 bytes or not ASCII, large ``size``/``uid``/``gid``, an ``mtime`` with a non-zero
+  nanosecond fraction or before 1970, ``SCHILY.xattr.NAME`` byte for byte), and
+  ``hdrcharset=BINARY`` before a name that is not UTF-8, as bsdtar and ``tarfile`` write it
+  (bsdtar refuses such names without it; GNU tar notes it does not know it and reads on);
 * mode with setuid/setgid/sticky; mtimes clamped to ``SOURCE_DATE_EPOCH`` when it is set;
-* the first path of an inode (in that order) carries the data, later paths are hard links
-  to it; sockets are left out; directories on another filesystem (mount points) are packed
-  without their content, as ``tar --one-file-system``;
-* xattrs sorted by name, minus the host-specific ones umoci neither packs nor unpacks;
-* the end is two zero blocks, no padding to a 10 KiB record (as Go's writer).
+  no atime or ctime;
+* the first path of an inode (in that order) carries the data, later paths are hard links to
+  it; sockets are left out; a directory on another filesystem (a mount point) is packed
+  without its content, as ``tar --one-file-system`` would;
+* xattrs sorted by name, minus the host-specific ones umoci neither packs nor unpacks. An
+  empty xattr value is written too, but POSIX reads an empty PAX record as "delete", so Go
+  tools (umoci, containerd) drop it; GNU tar, bsdtar and socker keep it;
+* the end is two zero blocks, with no padding to a 10 KiB record (as Go's writer).
 
-The walk opens every directory relative to its parent with ``O_NOFOLLOW``, reads every file
-through a descriptor opened the same way and checked with ``fstat`` against what was listed,
-so a symlink is never followed and nothing outside the root is read, even if the tree
-changes under the walk.
+Directories are opened relative to their parent with ``O_NOFOLLOW`` and files are read through
+a descriptor opened the same way and checked with ``fstat`` against what was listed, so no
+symlink is followed and nothing outside the root is read, even if the tree changes meanwhile.
 
-Compression (``pack_layer(..., compression=..., level=...)``)::
+Compression::
 
-    gzip  levels 0-3: ISA-L (``isal``), default 1; 4-9: zlib (slower, ~7 % smaller)
-    zstd  default level 3, zstd's own multithreading
+    gzip  levels 0-3: ISA-L (``isal``), default 1; 4-9: zlib (7x slower, ~7 % smaller)
+    zstd  default level 3, with zstd's own worker threads
     none
 
-gzip is the default because every registry and client (Docker Hub, old containerd, WSL's
-bsdtar, umoci) takes it. It is pigz's scheme: the tar is cut into 1 MiB blocks, each
-deflated on its own with the previous 32 KiB as dictionary and ended with a sync flush, on a
-thread pool, and the results are written in order under one gzip header (mtime 0, no file
-name, OS "unknown") and trailer. Each block's bytes depend only on the block, its dictionary
-and the level, so the output is the same whatever the number of threads or their timing.
-zstd's multithreaded mode (nbWorkers >= 1) is likewise documented to give output that depends
-on neither the number of workers nor how the input is fed (checked: 1, 2 and 4 workers, 64 KiB
-to 3 MiB writes, identical bytes; single-threaded mode differs, so it is never used).
+gzip is the default because every registry and client takes it (Docker Hub, old containerd,
+umoci 0.4, WSL's bsdtar). It is made in pigz's way: the tar is cut into 1 MiB blocks, each
+deflated on its own on a thread pool with the previous 32 KiB as its dictionary and ended with
+a sync flush, and the results are written in order under one gzip header (mtime 0, no file
+name, OS "unknown") and trailer. A block's bytes depend only on the block, its dictionary and
+the level, so the output is the same whatever the number of threads or their timing (tested
+with 1 to 5). zstd's multithreaded output likewise depends on neither the number of workers
+nor how the input is fed (checked with 1, 2 and 4 workers and 64 KiB to 3 MiB writes); its
+single-threaded mode gives other bytes, so it is never used. A walking thread reads the tree,
+the pool compresses, and one writing thread hashes the tar, hashes and writes the blob.
 
-Measured on the 2-CPU (AMD EPYC, SHA-NI, AVX-512) build machine with a 206 MB / 6,768-entry
-Debian 12 minbase tree in page cache, compressor alone on the 204 MB tar, one thread:
+Measured on the 2-CPU build machine (AMD EPYC with SHA-NI and AVX-512) with a Debian 12
+minbase tree in the page cache (206 MB, 6,767 entries, a 204 MB tar). Compressors alone, one
+thread, on that tar::
 
-    ===========  ======  ===========
-    compressor   MB/s    size (MB)
-    ===========  ======  ===========
-    isal 0       377     116.0  (level 0 grows incompressible data; not the default)
-    isal 1       413      99.5
-    isal 2       402      98.8
-    isal 3       245      97.5
-    zlib 1        63      98.9
-    zlib 6        30      92.5  (``gzip -6``)
-    zstd 1       456      92.5
-    zstd 3       212      82.9  (2 workers: 439 MB/s, 83.8 MB)
-    ===========  ======  ===========
+    isal 0   369 MB/s  116.0 MB   (level 0 swells incompressible data)
+    isal 1   437 MB/s   99.5 MB
+    isal 2   385 MB/s   98.8 MB
+    isal 3   228 MB/s   97.5 MB
+    zlib 1    65 MB/s   98.9 MB
+    zlib 6    30 MB/s   92.5 MB   (gzip -6)
+    zstd 3   256 MB/s   82.9 MB   (2 workers: 527 MB/s, 83.8 MB)
 
-``pack_layer`` end to end on that tree (best of 3, wall time): gzip level 1 0.55 s (99.5 MB),
-zstd 3 0.72 s (83.8 MB), none 0.35 s; ``tar --sort=name -cf - . | gzip -6`` takes 7.3 s
-(92.5 MB) and ``umoci repack`` NN s. Level 1 is the default: as fast as level 0 without its
-blow-up on incompressible data, and level 2 costs ~10 % more time for 0.7 % less size.
+Packing the tree, wall time, best of 5 on a quiet machine::
+
+    pack_layer gzip 1   0.53 s   99.5 MB
+    pack_layer gzip 2   0.55 s   98.8 MB
+    pack_layer zstd 3   0.66 s   83.6 MB
+    pack_layer none     0.32 s  204.8 MB
+    tar --sort=name -cf - . | gzip -6   6.74 s   92.6 MB
+    tar --sort=name -cf - . | pigz -6   3.06 s   92.5 MB
+    umoci repack (whole tree as one new layer)   2.35 s   95.1 MB
+
+Level 1 is the default gzip level: its compressor is 12 % faster than level 2's for 0.7 %
+more bytes, and level 0 would swell incompressible files.
 """
 
 from __future__ import annotations
