@@ -1,6 +1,7 @@
 """socker's main job end to end, offline: start a local registry, push a small two-layer
 busybox image into it with skopeo, pull it with socker, look inside, run a command in it
-with chroot, and pull again (nothing is downloaded the second time)."""
+with chroot, pull again (nothing is downloaded), edit the image and push it back as one
+layer, check it with skopeo, and build a bash+ls base image from host binaries."""
 
 from __future__ import annotations
 
@@ -65,6 +66,23 @@ def main() -> int:
             print(f"(warm pull: {time.monotonic() - t:.2f}s)")
             step("metadata lives beside the store, not inside the image")
             sh("ls", str(home / "meta" / reg.host / "demo/busybox/1"))
+
+            mine = f"{reg.host}/demo/mine:1"
+            step("edit a copy of the image with ordinary tools and push it as one layer")
+            sh("socker", "tag", ref, mine, env=env)
+            (home / "images" / reg.host / "demo/mine/1/etc/motd").write_text("edited with a text editor\n")
+            sh("socker", "push", mine, env=env)
+            step("skopeo, an independent client, reads what socker pushed")
+            sh("skopeo", "inspect", "--tls-verify=false", f"docker://{mine}")
+
+            base = f"{reg.host}/demo/bash-ls:1"
+            step("a base image with only bash and ls, from this machine's binaries")
+            sh("socker", "new", base, env=env)
+            sh("socker", "add", base, "/usr/bin/bash", "/bin/ls", env=env)
+            sh("socker", "push", base, env=env)
+            if os.geteuid() == 0:
+                sh("chroot", str(home / "images" / reg.host / "demo/bash-ls/1"), "/usr/bin/bash", "-c", "ls /")
+            sh("socker", "images", env=env)
         print("\ndemo finished: everything above ran against a registry on this machine")
         return 0
     finally:
