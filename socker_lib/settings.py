@@ -7,9 +7,7 @@ variables, and finally command-line flags.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import platform as _platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -80,6 +78,8 @@ def is_loopback(host: str) -> bool:
         name = name.split(":")[0]
     if name == "localhost":
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
@@ -92,7 +92,7 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 
 
 def host_platform() -> str:
-    machine = _platform.machine().lower()
+    machine = os.uname().machine.lower()
     arch = _ARCH.get(machine, machine)
     if machine == "armv7l":
         return "linux/arm/v7"
