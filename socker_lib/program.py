@@ -67,7 +67,7 @@ def _flag_name(spec: str) -> str:
 
 #: tasks whose trailing words all belong to one repeatable flag, as Docker users type them:
 #: ``socker add IMAGE PATH…`` → ``socker add IMAGE --path PATH …``
-VARIADIC = {"add": "path"}
+VARIADIC = {"add": "path", "exec": "cmd", "run": "cmd"}
 
 
 def _value_flags(task_name: str) -> set[str]:

@@ -220,5 +220,114 @@ def login(c, registry, username=None, password_stdin=False):
     print(f"login succeeded; credentials stored in {where}")
 
 
-ns = Collection(pull, push, flatten, new, add, tag, rm, images, login)
+@task(
+    iterable=["cmd", "env", "volume", "tmpfs", "cap_add", "cap_drop"],
+    help={
+        "image": "image to run (pulled first if missing)",
+        "cmd": "the command and its arguments (with socker: just write them after the image)",
+        "detach": "run in the background and print the container id",
+        "name": "container name", "interactive": "keep stdin open", "tty": "allocate a pseudo-terminal",
+        "env": "KEY=VALUE (repeatable)", "volume": "/host:/container[:ro] (repeatable)",
+        "tmpfs": "/path[:options] (repeatable)", "workdir": "working directory", "user": "user[:group]",
+        "entrypoint": "replace the image's entrypoint", "hostname": "host name (default: image name)",
+        "network": "host (default) or none", "read_only": "read-only root filesystem",
+        "rm": "throwaway copy-on-write run: the image stays untouched",
+        "memory": "memory limit, e.g. 512m", "cpus": "CPU limit, e.g. 0.5", "pids_limit": "process limit",
+        "privileged": "all capabilities", "cap_add": "add a capability", "cap_drop": "drop a capability",
+    },
+)
+def run(c, image, cmd=None, detach=False, name=None, interactive=False, tty=False, env=None, volume=None,
+        tmpfs=None, workdir=None, user=None, entrypoint=None, hostname=None, network="host", read_only=False,
+        rm=False, memory=None, cpus=None, pids_limit=None, privileged=False, cap_add=None, cap_drop=None):
+    """Run a command in a container made from a flat image: socker run [OPTIONS] IMAGE [CMD...].
+
+    Namespaces (mount, uts, ipc, pid, optionally net), pivot_root, fresh /proc, /sys, /dev;
+    the command is PID 1 and its exit code is socker's. See 'socker run --help' for all options.
+    """
+    from .runtime.cli import main as run_main
+
+    argv = [f for f, on in (("-d", detach), ("-i", interactive), ("-t", tty), ("--read-only", read_only),
+                            ("--rm", rm), ("--privileged", privileged)) if on]
+    for flag, value in (("--name", name), ("-w", workdir), ("-u", user), ("--entrypoint", entrypoint),
+                        ("--hostname", hostname), ("--network", network), ("--memory", memory),
+                        ("--cpus", cpus), ("--pids-limit", pids_limit)):
+        if value is not None:
+            argv.append(f"{flag}={value}")
+    for flag, values in (("-e", env), ("-v", volume), ("--tmpfs", tmpfs), ("--cap-add", cap_add),
+                         ("--cap-drop", cap_drop)):
+        for value in values or []:
+            argv += [flag, value]
+    code = run_main([*argv, image, "--", *(cmd or [])])
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={"all": "also show exited containers"})
+@friendly
+def ps(c, all=False):  # noqa: A002
+    """List background containers (socker run -d)."""
+    from .runtime.manage import list_containers
+
+    rows = [("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "STATUS")]
+    for st in list_containers(settings(c).home, all=all):
+        status = st.get("status", "?")
+        if status == "exited":
+            status = f"exited ({st.get('exit_code')})"
+        rows.append((st["id"][:12], st.get("name") or "", st.get("image", ""),
+                     " ".join(st.get("command") or [])[:40], status))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
+
+
+@task(help={"container": "container id (a unique prefix) or name", "follow": "keep printing new output"})
+@friendly
+def logs(c, container, follow=False):
+    """Print what a background container wrote to stdout and stderr."""
+    from .runtime.manage import logs as do_logs
+
+    do_logs(settings(c).home, container, follow=follow)
+
+
+@task(help={"container": "container id (a unique prefix) or name",
+            "time": "seconds to wait after SIGTERM before SIGKILL (default 10)"})
+@friendly
+def stop(c, container, time=10):
+    """Stop a background container: SIGTERM, then SIGKILL after --time seconds."""
+    from .runtime.manage import stop as do_stop
+
+    code = do_stop(settings(c).home, container, timeout=float(time))
+    print(f"stopped {container}" + (f" (exit code {code})" if code is not None else ""))
+
+
+@task(iterable=["cmd", "env"],
+      help={"container": "container id (a unique prefix) or name",
+            "cmd": "the command (with socker: just write it after the container)",
+            "interactive": "keep stdin open", "tty": "allocate a pseudo-terminal", "env": "KEY=VALUE (repeatable)",
+            "user": "user[:group] in the container", "workdir": "working directory"})
+@friendly
+def exec(c, container, cmd=None, interactive=False, tty=False, env=None, user=None, workdir=None):  # noqa: A001
+    """Run a command inside a running container's namespaces: socker exec ID CMD...."""
+    from .runtime.manage import exec_in
+
+    if not cmd:
+        raise Exit("error: socker exec needs a command\nhint: socker exec ID sh -c '...'", code=2)
+    code = exec_in(settings(c).home, container, list(cmd), env=list(env) if env else None, cwd=workdir,
+                   user=user, tty=tty, stdin=interactive)
+    if code:
+        raise Exit(code=code)
+
+
+@task(name="container-rm", help={"container": "container id (a unique prefix) or name",
+                                 "force": "stop it first if it is running"})
+@friendly
+def container_rm(c, container, force=False):
+    """Forget an exited background container (its state and log)."""
+    from .runtime.manage import remove
+
+    remove(settings(c).home, container, force=force)
+    print(f"removed {container}")
+
+
+ns = Collection(pull, push, flatten, new, add, tag, rm, images, login, run, ps, logs, stop, exec, container_rm)
 ns.configure(dict(DEFAULTS))

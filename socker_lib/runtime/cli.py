@@ -82,7 +82,7 @@ def _check_name_free(manage, home, name: str) -> None:
     except SockerError:
         return
     raise SockerError(f"the name {name!r} is already used by container {found.get('id', '')[:12]}",
-                      f"pick another --name, or remove it: socker rm-container {name}")
+                      f"pick another --name, or remove it: socker container-rm {name}")
 
 
 def main(argv: list[str]) -> int:
