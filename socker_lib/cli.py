@@ -18,7 +18,10 @@ def main() -> None:
     if argv[:1] == ["run"]:
         from .runtime.cli import main as run_main
 
-        sys.exit(run_main(argv[1:]))
+        code = run_main(argv[1:])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # skip interpreter shut-down: nothing is left to clean up
     from .program import program
 
     program.run()

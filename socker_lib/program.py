@@ -65,9 +65,16 @@ def _flag_name(spec: str) -> str:
     return longs[0][2:].split("=")[0].split("[")[0] if longs else ""
 
 
-#: tasks whose trailing words all belong to one repeatable flag, as Docker users type them:
-#: ``socker add IMAGE PATH…`` → ``socker add IMAGE --path PATH …``
+#: tasks whose trailing words all belong to one parameter, as Docker users type them:
+#: ``socker add IMAGE PATH…``, ``socker exec ID CMD ARG…``. invoke's parser would read words such
+#: as ``-c`` as flags, so they are taken off argv here and handed over through ``WORDS``.
 VARIADIC = {"add": "path", "exec": "cmd", "run": "cmd"}
+WORDS: dict[str, list[str]] = {}
+
+
+def trailing_words(task_name: str) -> list[str]:
+    """The words ``_variadic`` took off the command line for ``task_name``."""
+    return WORDS.pop(task_name, [])
 
 
 def _value_flags(task_name: str) -> set[str]:
@@ -85,7 +92,6 @@ def _variadic(argv: list[str]) -> list[str]:
     if i is None or argv[i] not in VARIADIC:
         return argv  # no task, or another task comes first: leave invoke's parsing alone
     word = argv[i]
-    flag = "--" + VARIADIC[word]
     takes_value = _value_flags(word)
     out, rest = argv[: i + 1], argv[i + 1 :]
     j, positional = 0, None
@@ -107,7 +113,8 @@ def _variadic(argv: list[str]) -> list[str]:
             j += 1
             continue
         break
-    out += [f"{flag}={token}" for token in rest[j:]]
+    if rest[j:]:
+        WORDS[word] = list(rest[j:])
     return out
 
 

@@ -8,7 +8,7 @@ A reference also knows where its flat image lives in the store (``store_path``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .errors import ReferenceError_
 
@@ -28,14 +28,18 @@ _SHA256 = re.compile(r"^sha256:[a-f0-9]{64}$")
 _MAX_NAME = 255
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A parsed image reference. ``registry`` is the name users type (``docker.io`` for Hub)."""
+_Fields = namedtuple("_Fields", "registry repository tag digest", defaults=(None, None))
 
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
+
+class Reference(_Fields):
+    """A parsed image reference. ``registry`` is the name users type (``docker.io`` for Hub).
+
+    An immutable tuple (no dataclasses: this module is on ``socker run``'s start-up path)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Reference({self.registry!r}, {self.repository!r}, {self.tag!r}, {self.digest!r})"
 
     @property
     def api_host(self) -> str:

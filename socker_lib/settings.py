@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 DEFAULTS = {
@@ -21,13 +20,27 @@ DEFAULTS = {
 }
 
 
-@dataclass(frozen=True)
+_FIELDS = ("home", "insecure_registries", "ca_cert", "platform", "max_concurrent_downloads")
+
+
 class Settings:
-    home: Path = field(default_factory=lambda: Path(os.path.expanduser(DEFAULTS["home"])))
-    insecure_registries: tuple[str, ...] = ()
-    ca_cert: str | None = None
-    platform: str | None = None
-    max_concurrent_downloads: int = 3
+    """socker's settings (not a dataclass: ``dataclasses`` costs ``socker run`` start-up time)."""
+
+    __slots__ = _FIELDS
+
+    def __init__(self, home=None, insecure_registries=(), ca_cert: str | None = None, platform: str | None = None,
+                 max_concurrent_downloads: int = 3):
+        self.home = _coerce("home", home if home is not None else DEFAULTS["home"])
+        self.insecure_registries = _coerce("insecure_registries", insecure_registries)
+        self.ca_cert = ca_cert
+        self.platform = platform
+        self.max_concurrent_downloads = _coerce("max_concurrent_downloads", max_concurrent_downloads)
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS) + ")"
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
 
     @property
     def images_dir(self) -> Path:
@@ -37,21 +50,21 @@ class Settings:
     def load(cls, config: Mapping | None = None, **overrides) -> Settings:
         """Build settings from an invoke config mapping, ``SOCKER_*`` env vars and flags."""
         values: dict = {}
-        for f in fields(cls):
+        for name in _FIELDS:
             value = None
             if config is not None:
                 try:
-                    value = config.get(f.name)
+                    value = config.get(name)
                 except Exception:  # invoke's DataProxy raises on odd keys
                     value = None
-            env = os.environ.get("SOCKER_" + f.name.upper())
+            env = os.environ.get("SOCKER_" + name.upper())
             if env is not None and env != "":
                 value = env
-            if overrides.get(f.name) is not None:
-                value = overrides[f.name]
+            if overrides.get(name) is not None:
+                value = overrides[name]
             if value is not None:
-                values[f.name] = _coerce(f.name, value)
-        return replace(cls(), **values)
+                values[name] = _coerce(name, value)
+        return cls(**values)
 
     def is_insecure(self, host: str) -> bool:
         """Plain HTTP is allowed for loopback registries and those listed as insecure."""

@@ -157,8 +157,9 @@ def add(c, ref, path=None):
       socker add me/minimal:1 /usr/bin/bash /bin/ls
     """
     from .images import add_files
+    from .program import trailing_words
 
-    for p in add_files(ref, list(path or []), settings(c)):
+    for p in add_files(ref, list(path or []) + trailing_words("add"), settings(c)):
         print(p)
 
 
@@ -257,7 +258,9 @@ def run(c, image, cmd=None, detach=False, name=None, interactive=False, tty=Fals
                          ("--cap-drop", cap_drop)):
         for value in values or []:
             argv += [flag, value]
-    code = run_main([*argv, image, "--", *(cmd or [])])
+    from .program import trailing_words
+
+    code = run_main([*argv, image, "--", *(cmd or []), *trailing_words("run")])
     if code:
         raise Exit(code=code)
 
@@ -308,12 +311,19 @@ def stop(c, container, time=10):
 @friendly
 def exec(c, container, cmd=None, interactive=False, tty=False, env=None, user=None, workdir=None):  # noqa: A001
     """Run a command inside a running container's namespaces: socker exec ID CMD...."""
+    from .program import trailing_words
     from .runtime.manage import exec_in
 
+    cmd = list(cmd or []) + trailing_words("exec")
     if not cmd:
         raise Exit("error: socker exec needs a command\nhint: socker exec ID sh -c '...'", code=2)
-    code = exec_in(settings(c).home, container, list(cmd), env=list(env) if env else None, cwd=workdir,
-                   user=user, tty=tty, stdin=interactive)
+    home = settings(c).home
+    if env:  # added to the container's environment, as docker exec -e does
+        from .runtime.manage import container_env, merge_env
+
+        env = merge_env(container_env(home, container), list(env))
+    code = exec_in(home, container, list(cmd), env=env or None, cwd=workdir, user=user, tty=tty,
+                   stdin=interactive)
     if code:
         raise Exit(code=code)
 

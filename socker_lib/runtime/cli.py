@@ -28,19 +28,20 @@ def _settings():
 def _image(opts, settings):
     """The image's directory and config, pulled first if it is missing (as the seed does)."""
     from ..reference import parse
-    from ..store import Store
     from .options import read_config
 
     ref = parse(opts.image)
-    store = Store(settings.home)
-    if not store.exists(ref):
+    # the store's paths, computed here: importing socker_lib.store would cost start-up time
+    image_dir = os.path.join(settings.home, "images", ref.store_path)
+    meta_dir = os.path.join(settings.home, "meta", ref.store_path)
+    if not os.path.isdir(image_dir):
         from ..progress import make_reporter
         from ..pull import pull
 
         with make_reporter(False) as reporter:
             reporter.info(f"image {ref} is not here yet: pulling it")
             pull(opts.image, settings, platform=opts.platform, reporter=reporter)
-    return str(store.image_dir(ref)), read_config(str(store.meta_dir(ref)))
+    return image_dir, read_config(meta_dir)
 
 
 def run_command(argv: list[str]) -> int:
@@ -52,12 +53,12 @@ def run_command(argv: list[str]) -> int:
         return 0
     settings = _settings()
     rootfs, config = _image(opts, settings)
-    from . import manage
-
     if opts.name:
+        from . import manage
+
         _check_name_free(manage, settings.home, opts.name)
-    cid = manage.new_id()
-    state_dir = str(manage.container_dir(settings.home, cid))
+    cid = os.urandom(32).hex()
+    state_dir = os.path.join(settings.home, "containers", cid)
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     spec = build_spec(opts, rootfs, config, state_dir=state_dir, cid=cid)
     from . import container
@@ -77,12 +78,10 @@ def run_command(argv: list[str]) -> int:
 
 
 def _check_name_free(manage, home, name: str) -> None:
-    try:
-        found = manage.find(home, name)
-    except SockerError:
-        return
-    raise SockerError(f"the name {name!r} is already used by container {found.get('id', '')[:12]}",
-                      f"pick another --name, or remove it: socker container-rm {name}")
+    for state in manage.list_containers(home, all=False):
+        if state.get("name") == name:
+            raise SockerError(f"the name {name!r} is already used by running container {state['id'][:12]}",
+                              f"pick another --name, or stop it: socker stop {name}")
 
 
 def main(argv: list[str]) -> int:

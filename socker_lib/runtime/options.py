@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 
 from ..errors import SockerError
-from .spec import ContainerSpec, Mount
+from .spec import ContainerSpec, Mount, _Record
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -82,29 +81,28 @@ _OPTIONS = {
 }
 
 
-@dataclass
-class RunOptions:
+class RunOptions(_Record):
     image: str = ""
-    command: list[str] = field(default_factory=list)
+    command: list[str] = []
     detach: bool = False
     name: str | None = None
     interactive: bool = False
     tty: bool = False
-    env: list[str] = field(default_factory=list)
-    env_file: list[str] = field(default_factory=list)
+    env: list[str] = []
+    env_file: list[str] = []
     workdir: str | None = None
     user: str | None = None
     entrypoint: str | None = None
     hostname: str | None = None
-    volume: list[str] = field(default_factory=list)
-    tmpfs: list[str] = field(default_factory=list)
+    volume: list[str] = []
+    tmpfs: list[str] = []
     read_only: bool = False
     ephemeral: bool = False
     network: str = "host"
-    dns: list[str] = field(default_factory=list)
-    add_host: list[str] = field(default_factory=list)
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
+    dns: list[str] = []
+    add_host: list[str] = []
+    cap_add: list[str] = []
+    cap_drop: list[str] = []
     privileged: bool = False
     memory: str | None = None
     cpus: str | None = None
