@@ -188,8 +188,9 @@ def test_sigusr1_and_sighup_are_forwarded(shared):
         proc.kill()
 
 
-def test_the_container_dies_with_its_supervisor(shared):
-    proc = run_in_process(spec(shared, "sleep", "30"))
+def test_the_container_dies_with_its_supervisor(shared, tmp_path):
+    # a SIGKILLed supervisor cleans nothing up: its state directory is the test's
+    proc = run_in_process(spec(shared, "sleep", "30", state_dir=str(tmp_path / "state")))
     try:
         pid = _container_pid(proc.pid)
         proc.kill()
