@@ -498,11 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--keep", action="store_true", help="keep the work dir at the end")
     p.add_argument(
-        "--env-as-is",
+        "--pycache-prefix",
         action="store_true",
-        help="run Python exactly with this environment; by default PYTHONDONTWRITEBYTECODE is unset "
-        "for the Python rows and PYTHONPYCACHEPREFIX points into the work dir, so socker_lib's "
-        "bytecode is cached as in an installed socker",
+        help="for an editable install (no compiled bytecode next to the sources): unset "
+        "PYTHONDONTWRITEBYTECODE for the Python rows and point PYTHONPYCACHEPREFIX into the work "
+        "dir, so socker_lib's bytecode is cached as in an installed socker. By default Python runs "
+        "with this environment as is: a regular `pip install .` has its bytecode compiled already",
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument(
@@ -572,14 +573,14 @@ def bench(args, tools: list[str], script: Path, py: str, work: Path, errors: lis
     socker_image: Path | None = None
     home = work / "socker-home"
     py_env = dict(os.environ)
-    if not args.env_as_is:
+    if args.pycache_prefix:
         # Python as an installed socker meets it: bytecode cached (pip compiles it at install time).
         # With PYTHONDONTWRITEBYTECODE=1 every run would compile socker_lib from source again; a
         # pycache prefix in the work dir keeps the repository free of __pycache__ directories.
         if py_env.pop("PYTHONDONTWRITEBYTECODE", None):
             print(
                 "note: PYTHONDONTWRITEBYTECODE was set here; unset for the Python rows, with "
-                "PYTHONPYCACHEPREFIX in the work dir (--env-as-is keeps it)"
+                "PYTHONPYCACHEPREFIX in the work dir (--pycache-prefix)"
             )
         py_env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     socker_env = {**py_env, "SOCKER_HOME": str(home)}

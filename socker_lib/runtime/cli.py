@@ -70,11 +70,23 @@ def run_command(argv: list[str]) -> int:
     try:
         return container.run(spec)
     finally:
+        _remove_state(state_dir)
+
+
+def _remove_state(path: str) -> None:
+    """Remove a foreground container's state directory: a few generated files, normally.
+    Anything more (an overlay left by a crash) goes through the store's careful remover."""
+    try:
+        with os.scandir(path) as entries:
+            for e in entries:
+                os.unlink(e.path)
+        os.rmdir(path)
+    except OSError:
         from pathlib import Path
 
         from ..store import remove_tree
 
-        remove_tree(Path(state_dir))
+        remove_tree(Path(path))
 
 
 def _check_name_free(manage, home, name: str) -> None:
