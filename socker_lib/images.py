@@ -78,7 +78,8 @@ def tag_image(src_text: str, dst_text: str, settings: Settings | None = None) ->
         raise ImageNotFoundError(f"no local image {src}", f"pull it first: socker pull {src}")
     if src.store_path == dst.store_path:
         return store.image_dir(dst)
-    with store.lock(src), store.lock(dst), store.staging("tag-") as staged:
+    first, second = sorted((src, dst), key=lambda r: r.store_path)  # one order: no deadlock
+    with store.lock(first), store.lock(second), store.staging("tag-") as staged:
         copy_tree(store.image_dir(src), staged.rootfs)
         src_meta = store.meta_dir(src)
         if src_meta.is_dir():
