@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,7 @@ def _pull_locked(store: Store, transport: Transport, ref, image: ResolvedImage, 
     reporter.info(f"pulling {ref} ({image.platform}, {image.manifest_digest[:19]}, "
                   f"{len(layers)} layers, {human(missing)} to download)")
     downloaded = [0]
+    cancelled = threading.Event()
 
     def fetch(desc: dict, live: LiveBlob) -> Path:
         try:
@@ -100,6 +102,8 @@ def _pull_locked(store: Store, transport: Transport, ref, image: ResolvedImage, 
             bar = reporter.bar(f"layer {desc['digest'][7:19]}", desc.get("size"))
 
             def progress(n: int) -> None:
+                if cancelled.is_set():  # the pull failed or was interrupted: stop downloading now
+                    raise _Cancelled()
                 bar.advance(n)
                 live.progress(n)
 
@@ -128,12 +132,17 @@ def _pull_locked(store: Store, transport: Transport, ref, image: ResolvedImage, 
                     f.result()
                 skipped, path = _unpack_and_commit(store, ref, image, lives, futures, reporter, follow=False)
         except BaseException:
+            cancelled.set()
             for f in futures:
                 f.cancel()
             for live in lives:
                 live.fail(KeyboardInterrupt())  # wake any follower still waiting
             raise
     return PullResult(str(ref), path, image.manifest_digest, image.platform, False, downloaded[0], skipped)
+
+
+class _Cancelled(Exception):
+    """Raised inside a download thread once the pull has been given up."""
 
 
 def _unpack_and_commit(store: Store, ref, image: ResolvedImage, lives: list[LiveBlob], futures: list[Future],
