@@ -1,7 +1,7 @@
 """socker's main job end to end, offline: start a local registry, push a small two-layer
-busybox image into it with skopeo, pull it with socker, look inside, run a command in it
-with chroot, pull again (nothing is downloaded), edit the image and push it back as one
-layer, check it with skopeo, and build a bash+ls base image from host binaries."""
+busybox image into it with skopeo, pull it with socker, look inside, run it as a container,
+pull again (nothing is downloaded), edit the image and push it back as one layer, check it
+with skopeo, and build a bash+ls base image from host binaries and run it."""
 
 from __future__ import annotations
 
@@ -58,8 +58,9 @@ def main() -> int:
             sh("ls", "-l", str(image), str(image / "etc"))
             sh("cat", str(image / "etc/motd"))
             if os.geteuid() == 0:
-                step("run a command inside it")
-                sh("chroot", str(image), "/bin/sh", "-c", "echo hello from $(hostname) inside; ls /bin | wc -l")
+                step("run it as a container: namespaces, pivot_root, the command as PID 1")
+                sh("socker", "run", "--rm", ref, "sh", "-c",
+                   "echo I am PID $$ on host $(hostname); cat /etc/motd; ls /proc | grep -c '^[0-9]'", env=env)
             step("pull again: nothing is downloaded, the image is up to date")
             t = time.monotonic()
             sh("socker", "pull", ref, env=env)
@@ -81,7 +82,7 @@ def main() -> int:
             sh("socker", "add", base, "/usr/bin/bash", "/bin/ls", env=env)
             sh("socker", "push", base, env=env)
             if os.geteuid() == 0:
-                sh("chroot", str(home / "images" / reg.host / "demo/bash-ls/1"), "/usr/bin/bash", "-c", "ls /")
+                sh("socker", "run", "--rm", base, "/usr/bin/bash", "-c", "echo bash $BASH_VERSION; ls /", env=env)
             sh("socker", "images", env=env)
         print("\ndemo finished: everything above ran against a registry on this machine")
         return 0
