@@ -29,124 +29,54 @@ Run as root from the repository: ``python bench/pull.py`` (``--help`` for option
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import hashlib
 import io
 import json
 import os
-import re
 import shutil
-import stat
-import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = Path("/var/tmp/socker-bench")
-SUITE = "bookworm"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.common import (  # noqa: E402 - needs REPO on sys.path
+    DEFAULT_CACHE,
+    SKIPPED_DIRS,
+    Failed,
+    Measure,
+    drop_caches,
+    drop_status,
+    ensure_rootfs,
+    log,
+    machine,
+    parse_tools,
+    print_errors,
+    print_profile,
+    run,
+    skopeo,
+    socker_cmd,
+    socker_env,
+    support,
+    table_header,
+    table_row,
+    tree_diffs,
+    tree_summary,
+    tree_totals,
+    umoci_unpack_flags,
+    work_dir,
+)
+
 IMAGE_REPO = "bench/debian"
 IMAGE_TAG = "minbase"
 LAYOUT_FORMAT = 1  # bump when the image recipe below changes: invalidates cached layouts
 ENTRY_MTIME = 1_700_000_000  # of the synthetic top-layer entries
-SKIPPED_DIRS = ("dev", "proc", "sys")  # their contents never go into an image (as with docker)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def support():
-    """The repository's test-support modules (``tests.support.oci`` and ``.registry``)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from tests.support import oci, registry
-
-    return oci, registry
-
-
-# ---------------------------------------------------------------------------------------------
-# The root filesystem
-
-
-def _deb822_stanzas(text: str) -> list[dict[str, str]]:
-    stanzas, current, key = [], {}, None
-    for line in text.splitlines():
-        if not line.strip():
-            if current:
-                stanzas.append(current)
-            current, key = {}, None
-        elif line.startswith("#"):
-            continue
-        elif line[0] in " \t" and key:
-            current[key] += " " + line.strip()
-        elif ":" in line:
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            current[key] = value.strip()
-    if current:
-        stanzas.append(current)
-    return stanzas
-
-
-def find_mirror(suite: str = SUITE) -> str:
-    """The Debian archive URI apt uses here for ``suite`` (deb822 ``.sources`` first)."""
-    candidates: list[tuple[int, str]] = []
-    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        with contextlib.suppress(OSError):
-            for st in _deb822_stanzas(path.read_text()):
-                if "deb" not in st.get("types", "").split() or st.get("enabled", "yes") == "no":
-                    continue
-                suites = st.get("suites", "").split()
-                for uri in st.get("uris", "").split():
-                    candidates.append((0 if suite in suites else 1, uri))
-    lists = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
-    for path in lists:
-        with contextlib.suppress(OSError):
-            for line in path.read_text().splitlines():
-                words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
-                if len(words) >= 3 and words[0] == "deb":
-                    candidates.append((0 if words[2] == suite else 1, words[1]))
-    candidates = [c for c in candidates if "security" not in c[1]]
-    if not candidates:
-        raise SystemExit(
-            "no Debian mirror found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list; "
-            "pass --mirror URL or --rootfs DIR"
-        )
-    return min(candidates, key=lambda c: c[0])[1]
-
-
-def ensure_rootfs(args) -> Path:
-    if args.rootfs:
-        rootfs = Path(args.rootfs)
-        if not rootfs.is_dir():
-            raise SystemExit(f"--rootfs {rootfs}: not a directory")
-        return rootfs
-    rootfs = args.cache / "rootfs"
-    if (rootfs / "etc" / "debian_version").exists():
-        return rootfs
-    mirror = args.mirror or find_mirror()
-    tmp = args.cache / "rootfs.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    log(f"debootstrap --variant=minbase {SUITE} {tmp} {mirror} (once; cached in {rootfs})")
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        ["debootstrap", "--variant=minbase", SUITE, str(tmp), mirror], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise SystemExit(
-            f"debootstrap failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    shutil.rmtree(rootfs, ignore_errors=True)
-    os.rename(tmp, rootfs)
-    log(f"  done in {time.perf_counter() - t0:.0f} s")
-    return rootfs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,116 +288,18 @@ def build_image(root: Path, cache: Path, arch: str) -> tuple[Path, dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Running and timing
-
-
-@dataclass
-class Measure:
-    name: str
-    times: list[float] = field(default_factory=list)
-    error: str | None = None
-    note: str = ""
-
-    @property
-    def median(self) -> float | None:
-        return statistics.median(self.times) if self.times else None
-
-
-class Failed(Exception):
-    pass
-
-
-def run(cmd: list[str], *, env: dict | None = None, cwd=None, timeout: float = 1800) -> tuple[float, str]:
-    """Run ``cmd``; return (wall seconds, stdout). Raises ``Failed`` with the full output.
-
-    Dirty pages are flushed first (``sync``), so no run pays for the previous one's writeback."""
-    os.sync()
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise Failed(f"timed out after {timeout:.0f} s: {' '.join(cmd)}") from e
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise Failed(
-            f"exit {proc.returncode}: {' '.join(cmd)}\n--- stdout ---\n{proc.stdout}--- stderr ---\n{proc.stderr}"
-        )
-    return elapsed, proc.stdout
-
-
-_drop_status: str | None = None
-
-
-def drop_caches() -> bool:
-    """``sync; echo 3 > /proc/sys/vm/drop_caches``; remembers why it failed, if it did."""
-    global _drop_status
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-    except OSError as e:
-        _drop_status = f"no ({e.strerror or e})"
-        return False
-    _drop_status = _drop_status or "yes"
-    return True
-
-
-def socker_cmd() -> list[str]:
-    exe = shutil.which("socker")
-    if exe:
-        return [exe]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from socker_lib.cli import main; sys.argv[0] = 'socker'; main()",
-    ]
-
-
-def tree_summary(root: Path) -> dict[str, tuple]:
-    """``{relative path: (type, size, mode, uid, gid, links, symlink target)}``; size counts
-    regular files only; links is the hard-link count of files, 0 for anything else."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            kind = stat.S_IFMT(st.st_mode)
-            reg = kind == stat.S_IFREG
-            target = os.readlink(path) if kind == stat.S_IFLNK else ""
-            out[os.path.relpath(path, root)] = (
-                kind,
-                st.st_size if reg else 0,
-                stat.S_IMODE(st.st_mode),
-                st.st_uid,
-                st.st_gid,
-                st.st_nlink if reg else 0,
-                target,
-            )
-    return out
+# Checks
 
 
 def compare_trees(name: str, tree: Path, reference: Path, *, full: bool) -> bool:
     """Print counts and sizes of ``tree`` next to ``reference``; with ``full`` also per-path
     differences (type, size, mode, owner, hard links, symlink target). Returns True when they agree."""
     a, b = tree_summary(tree), tree_summary(reference)
-    na, nb = len(a), len(b)
-    sa, sb = sum(v[1] for v in a.values()), sum(v[1] for v in b.values())
+    (na, sa), (nb, sb) = tree_totals(a), tree_totals(b)
     ok = na == nb and sa == sb
     diffs: list[str] = []
     if full:
-        labels = ("type", "size", "mode", "uid", "gid", "links", "target")
-        for path in sorted(a.keys() | b.keys()):
-            if path not in a:
-                diffs.append(f"  missing in {name}: {path}")
-            elif path not in b:
-                diffs.append(f"  extra in {name}: {path}")
-            elif a[path] != b[path]:
-                what = ", ".join(
-                    f"{lbl} {x:o} vs {y:o}" if lbl in ("type", "mode") else f"{lbl} {x} vs {y}"
-                    for lbl, x, y in zip(labels, a[path], b[path], strict=True)
-                    if x != y
-                )
-                diffs.append(f"  differs: {path}: {what}")
+        diffs = tree_diffs(a, b, f"missing in {name}", f"extra in {name}")
         ok = ok and not diffs
     print(
         f"check {name}: {na} entries, {sa} bytes in files; umoci: {nb} entries, {sb} bytes: "
@@ -523,10 +355,6 @@ def udocker_env(udocker_dir: Path) -> dict:
 # The benchmark
 
 
-def fmt(t: float | None) -> str:
-    return f"{t:8.2f}" if t is not None else "       -"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python bench/pull.py",
@@ -580,11 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", action="store_true", help="keep the work dir (trees, registry storage) at the end"
     )
     args = p.parse_args(argv)
-    tools = {t.strip() for t in args.tools.split(",") if t.strip()}
-    if unknown := tools - {"socker", "umoci", "udocker"}:
-        p.error(f"unknown tools: {', '.join(sorted(unknown))}")
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
+    tools = set(parse_tools(p, args, ("socker", "umoci", "udocker")))
     if os.geteuid() != 0:
         log("warning: not root: ownership is not kept, page cache is not dropped, umoci runs --rootless")
 
@@ -599,37 +423,29 @@ def main(argv: list[str] | None = None) -> int:
     if "udocker" in tools:
         udocker, udocker_skip = ensure_udocker(args)
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="run-", dir=args.cache))
-    work.mkdir(parents=True, exist_ok=True)
-    reg = None
     errors: list[str] = []
-    try:
-        reg = registry.start_registry(work / "registry")
-        t0 = time.perf_counter()
-        reg.push_layout(layout, IMAGE_TAG, IMAGE_REPO)
-        ref = f"{reg.host}/{IMAGE_REPO}:{IMAGE_TAG}"
-        compressed = sum(lay["size"] for lay in info["layers"])
-        print(f"image: {ref} {info['manifest_digest'][:19]} from {info['rootfs']}")
-        print(
-            "  layers: "
-            + "; ".join(f"{lay['entries']} entries, {lay['size'] / 1e6:.1f} MB gz" for lay in info["layers"])
-            + f" (total {compressed / 1e6:.1f} MB); pushed in {time.perf_counter() - t0:.1f} s"
-        )
-        print(f"  top layer: {'; '.join(info['top_layer'])}")
-        ok = measure(args, tools, ref, work, udocker, udocker_skip, errors)
-    finally:
-        if reg is not None:
-            reg.stop()
-        if args.keep:
-            print(f"work dir kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if errors:
-        print()
-        print("errors (full text):")
-        for e in errors:
-            print(e.rstrip())
-            print("-" * 60)
+    with work_dir(args.workdir, "run-", args.cache, args.keep) as work:
+        reg = None
+        try:
+            reg = registry.start_registry(work / "registry")
+            t0 = time.perf_counter()
+            reg.push_layout(layout, IMAGE_TAG, IMAGE_REPO)
+            ref = f"{reg.host}/{IMAGE_REPO}:{IMAGE_TAG}"
+            compressed = sum(lay["size"] for lay in info["layers"])
+            print(f"image: {ref} {info['manifest_digest'][:19]} from {info['rootfs']}")
+            print(
+                "  layers: "
+                + "; ".join(
+                    f"{lay['entries']} entries, {lay['size'] / 1e6:.1f} MB gz" for lay in info["layers"]
+                )
+                + f" (total {compressed / 1e6:.1f} MB); pushed in {time.perf_counter() - t0:.1f} s"
+            )
+            print(f"  top layer: {'; '.join(info['top_layer'])}")
+            ok = measure(args, tools, ref, work, udocker, udocker_skip, errors)
+        finally:
+            if reg is not None:
+                reg.stop()
+    print_errors(errors)
     return 0 if ok and not errors else 1
 
 
@@ -652,10 +468,7 @@ def measure(
     socker_tree = umoci_tree = udocker_tree = None
     umoci_layout = udocker_dir = socker_home = None
     cold_env = {"cwd": work}
-    umoci_flags = [] if os.geteuid() == 0 else ["--rootless"]
-
-    def socker_env(home: Path) -> dict:
-        return {**os.environ, "SOCKER_HOME": str(home)}
+    umoci_flags = umoci_unpack_flags()
 
     def fail(m: Measure, e: Exception) -> None:
         if m.error is None:
@@ -694,15 +507,13 @@ def measure(
             cold()
             try:
                 t1, _ = run(
-                    [
-                        "skopeo",
-                        "--insecure-policy",
+                    skopeo(
                         "copy",
                         "--quiet",
                         "--src-tls-verify=false",
                         f"docker://{ref}",
                         f"oci:{oci_dir}:{IMAGE_TAG}",
-                    ],
+                    ),
                     **cold_env,
                 )
                 t2, _ = run(
@@ -788,33 +599,13 @@ def measure(
     # -- the table
     print()
     if not args.no_drop_caches:
-        print(f"page cache dropped before cold and re-extract runs: {_drop_status or 'not tried'}")
+        print(f"page cache dropped before cold and re-extract runs: {drop_status()}")
     print(f"runs per measurement: {n} (median shown); socker/peer: socker cold (cached rows: --force) / peer")
-    load = os.getloadavg()
-    print(
-        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end"
-    )
+    print(machine())
     print()
-    header = f"{'tool':36} {'median s':>8}   {'socker/peer':>11}   runs"
-    print(header)
-    print("-" * max(len(header), 80))
-
-    def row(m: Measure, ratio_to: Measure | None = None) -> None:
-        if m.error:
-            print(f"{m.name:36} {'FAILED':>8}   {'':>11}   {m.error}")
-            return
-        if not m.times:
-            if m.note:
-                print(f"{m.name:36} {'-':>8}   {'':>11}   {m.note}")
-            return
-        ratio = ""
-        if ratio_to is not None and ratio_to.median is not None and m.median:
-            ratio = f"{ratio_to.median / m.median:.2f}x"
-        runs = " ".join(f"{t:.2f}" for t in m.times)
-        print(f"{m.name:36} {fmt(m.median)}   {ratio:>11}   {runs}")
-
+    table_header(36, 80)
     for m in (s_cold, s_warm, s_force):
-        row(m)
+        table_row(m, 36)
     for m, to in (
         (u_cold, s_cold),
         (u_skopeo, None),
@@ -825,7 +616,7 @@ def measure(
         (d_create, None),
         (d_warm, s_force),
     ):
-        row(m, to)
+        table_row(m, 36, to)
     print()
 
     if s_cold.median is not None and u_cold.median is not None:
@@ -873,7 +664,7 @@ def profile_socker(sock: list[str], ref: str, work: Path) -> None:
     try:
         t, _ = run(
             [sys.executable, "-m", "cProfile", "-o", str(out), sock[0], "pull", "-q", ref],
-            env={**os.environ, "SOCKER_HOME": str(home)},
+            env=socker_env(home),
             cwd=work,
         )
     except Failed as e:
@@ -881,11 +672,7 @@ def profile_socker(sock: list[str], ref: str, work: Path) -> None:
         return
     print()
     print(f"profile: cold socker pull under cProfile took {t:.2f} s (main thread; downloads run in threads)")
-    stats = pstats.Stats(str(out), stream=sys.stdout)
-    print("socker_lib functions by cumulative time:")
-    stats.sort_stats("cumulative").print_stats(r"socker_lib", 25)
-    print("all functions by own time:")
-    stats.sort_stats("tottime").print_stats(20)
+    print_profile(pstats.Stats(str(out), stream=sys.stdout), 25, 20)
     shutil.rmtree(home, ignore_errors=True)
 
 

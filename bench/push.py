@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: how fast ``socker push`` packs and uploads a flat image directory, next to peers.
 
-One run does everything (the sibling of ``bench/pull.py``, whose helpers it imports):
+One run does everything (the sibling of ``bench/pull.py``; the helpers they share are in
+``bench/common.py``):
 
 1. the same Debian bookworm minbase root filesystem as ``bench/pull.py`` (cached under
    ``--cache``, made with debootstrap once), copied once per run into a clean source tree
@@ -42,7 +43,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,20 +50,33 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import bench.pull as pb  # noqa: E402 - needs REPO on sys.path
-from bench.pull import (  # noqa: E402
+from bench.common import (  # noqa: E402 - needs REPO on sys.path
     DEFAULT_CACHE,
     SKIPPED_DIRS,
     Failed,
     Measure,
     drop_caches,
+    drop_status,
     ensure_rootfs,
-    fmt,
     log,
+    machine,
+    parse_tools,
+    print_errors,
+    print_profile,
     run,
+    skopeo,
+    socker_env,
+    socker_next_to_python,
     support,
+    table_header,
+    table_row,
+    tree_diffs,
     tree_summary,
+    tree_totals,
+    umoci_unpack_flags,
+    work_dir,
 )
+from bench.common import socker_cmd as socker_on_path  # noqa: E402
 
 TOOLS = ("socker", "umoci", "tar", "pigz")
 GZIP_LEVEL = 6
@@ -94,22 +107,10 @@ def make_source(rootfs: Path, dest: Path) -> Path:
     return dest
 
 
-def tree_totals(summary: dict[str, tuple]) -> tuple[int, int]:
-    return len(summary), sum(v[1] for v in summary.values())
-
-
 def socker_cmd() -> list[str]:
     """The console script next to this interpreter (not a pyenv shim, which adds ~60 ms a call)."""
-    exe = Path(sys.executable).parent / "socker"
-    return [str(exe)] if exe.exists() else pb.socker_cmd()
-
-
-def env_with(home: Path) -> dict:
-    return {**os.environ, "SOCKER_HOME": str(home)}
-
-
-def skopeo(*args: str) -> list[str]:
-    return ["skopeo", "--insecure-policy", *args]
+    exe = socker_next_to_python()
+    return [str(exe)] if exe else socker_on_path()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +119,7 @@ def skopeo(*args: str) -> list[str]:
 
 def socker_prepare(sock: list[str], home: Path, ref: str, src: Path) -> Path:
     """A fresh SOCKER_HOME holding ``ref`` = a copy of ``src`` (untimed). Returns the image dir."""
-    _, out = run([*sock, "new", ref], env=env_with(home))
+    _, out = run([*sock, "new", ref], env=socker_env(home))
     image_dir = Path(out.strip().splitlines()[-1])
     if not image_dir.is_dir():
         raise Failed(f"socker new printed {out!r}, which is not a directory")
@@ -127,7 +128,7 @@ def socker_prepare(sock: list[str], home: Path, ref: str, src: Path) -> Path:
 
 
 def socker_push(sock: list[str], home: Path, ref: str) -> tuple[float, str]:
-    t, out = run([*sock, "push", "-q", ref], env=env_with(home))
+    t, out = run([*sock, "push", "-q", ref], env=socker_env(home))
     digest = out.strip().splitlines()[-1] if out.strip() else ""
     if not digest.startswith("sha256:"):
         raise Failed(f"socker push -q printed {out!r}, not a digest")
@@ -249,20 +250,9 @@ def verify_pushed(ref: str, src: Path, base: Path, umoci_flags: list[str]) -> tu
     a, b = tree_summary(bundle / "rootfs"), tree_summary(src)
     shutil.rmtree(base, ignore_errors=True)
     (na, sa), (nb, sb) = tree_totals(a), tree_totals(b)
-    labels = ("type", "size", "mode", "uid", "gid", "links", "target")
-    diffs = []
-    for path in sorted(a.keys() | b.keys()):
-        if path not in a:
-            diffs.append(f"  missing from the pushed image: {path}")
-        elif path not in b:
-            diffs.append(f"  extra in the pushed image: {path}")
-        elif a[path] != b[path]:
-            what = ", ".join(
-                f"{lbl} {x:o} vs {y:o}" if lbl in ("type", "mode") else f"{lbl} {x} vs {y}"
-                for lbl, x, y in zip(labels, a[path], b[path], strict=True)
-                if x != y
-            )
-            diffs.append(f"  differs: {path}: {what} (pushed vs source)")
+    diffs = tree_diffs(
+        a, b, "missing from the pushed image", "extra in the pushed image", " (pushed vs source)"
+    )
     ok = na == nb and sa == sb and not diffs
     lines = [
         f"check socker push (pulled back with skopeo + umoci unpack, every path's type, size, mode, "
@@ -339,11 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--keep", action="store_true", help="keep the work dir at the end")
     args = p.parse_args(argv)
-    tools = {t.strip() for t in args.tools.split(",") if t.strip()}
-    if unknown := tools - set(TOOLS):
-        p.error(f"unknown tools: {', '.join(sorted(unknown))}")
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
+    tools = set(parse_tools(p, args, TOOLS))
     if os.geteuid() != 0:
         log("warning: not root: ownership is not kept, page cache is not dropped, umoci runs --rootless")
     if "pigz" in tools and not shutil.which("pigz"):
@@ -355,10 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     rootfs = ensure_rootfs(args)
     arch = oci.parse_platform(oci.host_platform())["architecture"]
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="push-run-", dir=args.cache))
-    work.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    try:
+    with work_dir(args.workdir, "push-run-", args.cache, args.keep) as work:
         t0 = time.perf_counter()
         src = make_source(rootfs, work / "src")
         count, total = tree_totals(tree_summary(src))
@@ -367,17 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{total / 1e6:.1f} MB in files (copied in {time.perf_counter() - t0:.1f} s)"
         )
         ok = measure(args, tools, src, work, arch, errors)
-    finally:
-        if args.keep:
-            print(f"work dir kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if errors:
-        print()
-        print("errors (full text):")
-        for e in errors:
-            print(e.rstrip())
-            print("-" * 60)
+    print_errors(errors)
     return 0 if ok and not errors else 1
 
 
@@ -385,7 +359,7 @@ def measure(args, tools: set[str], src: Path, work: Path, arch: str, errors: lis
     _, registry = support()
     n = args.repeat
     sock = socker_cmd()
-    umoci_flags = [] if os.geteuid() == 0 else ["--rootless"]
+    umoci_flags = umoci_unpack_flags()
     s_cold = Measure("socker push (cold)")
     s_warm = Measure("socker push (warm: packed, blobs there)")
     u_all = Measure("umoci repack + skopeo copy")
@@ -488,35 +462,16 @@ def measure(args, tools: set[str], src: Path, work: Path, arch: str, errors: lis
     # -- the table
     print()
     if not args.no_drop_caches:
-        print(f"page cache dropped before every cold run: {pb._drop_status or 'not tried'}")
+        print(f"page cache dropped before every cold run: {drop_status()}")
     print(
         f"runs per measurement: {n} (median shown), a fresh registry each round; "
         "socker/peer: socker cold / peer"
     )
-    load = os.getloadavg()
-    print(
-        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end"
-    )
+    print(machine())
     print()
-    header = f"{'tool':40} {'median s':>8}   {'socker/peer':>11}   runs"
-    print(header)
-    print("-" * max(len(header), 84))
-
-    def row(m: Measure, ratio_to: Measure | None = None) -> None:
-        if m.error:
-            print(f"{m.name:40} {'FAILED':>8}   {'':>11}   {m.error}")
-            return
-        if not m.times:
-            if m.note:
-                print(f"{m.name:40} {'-':>8}   {'':>11}   {m.note}")
-            return
-        ratio = ""
-        if ratio_to is not None and ratio_to.median is not None and m.median:
-            ratio = f"{ratio_to.median / m.median:.2f}x"
-        print(f"{m.name:40} {fmt(m.median)}   {ratio:>11}   {' '.join(f'{t:.2f}' for t in m.times)}")
-
-    row(s_cold)
-    row(s_warm)
+    table_header(40, 84)
+    table_row(s_cold, 40)
+    table_row(s_warm, 40)
     for m, to in (
         (u_all, s_cold),
         (u_repack, None),
@@ -528,7 +483,7 @@ def measure(args, tools: set[str], src: Path, work: Path, arch: str, errors: lis
         (z_pack, None),
         (z_copy, None),
     ):
-        row(m, to)
+        table_row(m, 40, to)
     print()
 
     peers = [(m.name, m.median) for m in (u_all, g_all, z_all) if m.median is not None]
@@ -604,7 +559,7 @@ def profile_socker(sock: list[str], src: Path, work: Path) -> None:
         drop_caches()
         t, _ = run(
             [sys.executable, "-m", "cProfile", "-o", str(out), str(driver), "push", "-q", ref],
-            env=env_with(home),
+            env=socker_env(home),
             cwd=work,
         )
     except Failed as e:
@@ -644,10 +599,7 @@ def profile_socker(sock: list[str], src: Path, work: Path) -> None:
                    default=0.0)
     print(f"  {'imports before cli.main (socker_lib.cli, invoke)':50} {total - main_cum:7.2f} s")
     print("  (pack_layer compresses on a thread pool: its main-thread time is reading files and waiting)")
-    print("socker_lib functions by cumulative time:")
-    stats.sort_stats("cumulative").print_stats(r"socker_lib", 25)
-    print("all functions by own time:")
-    stats.sort_stats("tottime").print_stats(20)
+    print_profile(stats, 25, 20)
 
 
 if __name__ == "__main__":

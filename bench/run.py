@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: what starting a container costs with ``socker run``, next to ``runc run`` and bwrap.
 
-One run does everything (the sibling of ``bench/pull.py``, whose helpers it imports):
+One run does everything (the sibling of ``bench/pull.py``; the helpers they share are in
+``bench/common.py``):
 
 1. **Input**: a small but real image, busybox (``tests.support.oci.busybox_entries``: the host's
    static busybox, its applet symlinks, passwd, group), written as an OCI layout with
@@ -55,7 +56,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +64,19 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.pull import DEFAULT_CACHE, log, support  # noqa: E402 - needs REPO on sys.path
+from bench.common import (  # noqa: E402 - needs REPO on sys.path
+    DEFAULT_CACHE,
+    describe_failure,
+    log,
+    machine,
+    parse_tools,
+    print_errors,
+    print_profile,
+    socker_next_to_python,
+    support,
+    umoci_unpack_flags,
+    work_dir,
+)
 
 TOOLS = ("runc", "bwrap", "socker", "socker-rm")
 MARKER = "etc/socker-bench-tool"
@@ -117,12 +129,6 @@ def execute(
     return time.perf_counter() - t0, proc
 
 
-def describe_failure(cmd: list[str], proc: subprocess.CompletedProcess) -> str:
-    return (
-        f"exit {proc.returncode}: {' '.join(cmd)}\n--- stdout ---\n{proc.stdout}--- stderr ---\n{proc.stderr}"
-    )
-
-
 def run_once(row: Row, i: int, cwd: Path, errors: list[str]) -> float | None:
     cmd = row.before(i) if row.before else row.cmd
     try:
@@ -148,8 +154,8 @@ def run_once(row: Row, i: int, cwd: Path, errors: list[str]) -> float | None:
 def socker_script(args) -> Path:
     if args.socker:
         return Path(args.socker)
-    exe = Path(sys.executable).parent / "socker"
-    if exe.exists():
+    exe = socker_next_to_python()
+    if exe:
         return exe
     raise SystemExit(f"no socker script next to {sys.executable}; pass --socker PATH")
 
@@ -179,9 +185,8 @@ def busybox_tree(work: Path) -> Path:
         config={"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
     )
     bundle = work / "umoci-bundle"
-    flags = [] if os.geteuid() == 0 else ["--rootless"]
     proc = subprocess.run(
-        ["umoci", "unpack", *flags, "--image", f"{layout}:{IMAGE_TAG}", str(bundle)],
+        ["umoci", "unpack", *umoci_unpack_flags(), "--image", f"{layout}:{IMAGE_TAG}", str(bundle)],
         capture_output=True,
         text=True,
     )
@@ -327,11 +332,7 @@ def cprofile(py: str, script: Path, argv: list[str], env: dict, cwd: Path, work:
     print(
         f"cProfile: one `socker run` took {t * 1000:.1f} ms under the profiler (profiler overhead included)"
     )
-    stats = pstats.Stats(str(out), stream=sys.stdout)
-    print("socker_lib functions by cumulative time:")
-    stats.sort_stats("cumulative").print_stats(r"socker_lib", 20)
-    print("all functions by own time:")
-    stats.sort_stats("tottime").print_stats(15)
+    print_profile(pstats.Stats(str(out), stream=sys.stdout), 20, 15)
 
 
 TIMELINE_CALLS = "execve,clone,clone3,fork,vfork,unshare,setns,mount,pivot_root,umount2,wait4,exit_group"
@@ -514,11 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     group.add_argument("--no-breakdown", action="store_true", help="never print the breakdown")
     args = p.parse_args(argv)
-    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    if unknown := set(tools) - set(TOOLS):
-        p.error(f"unknown tools: {', '.join(sorted(unknown))}")
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
+    tools = parse_tools(p, args, TOOLS)
     if os.geteuid() != 0:
         log("warning: not root: runc and socker would need rootless set-ups; expect failures")
     for tool in ("runc", "bwrap"):
@@ -528,23 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     script = socker_script(args)
     py = script_interpreter(script)
     DEFAULT_CACHE.mkdir(parents=True, exist_ok=True)
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="run-bench-", dir=DEFAULT_CACHE))
-    work.mkdir(parents=True, exist_ok=True)
-    work = work.resolve()
     errors: list[str] = []
-    try:
+    # resolved before it is made, with the same result as resolving it after
+    given = args.workdir.resolve() if args.workdir else None
+    with work_dir(given, "run-bench-", DEFAULT_CACHE.resolve(), args.keep) as work:
         ok = bench(args, tools, script, py, work, errors)
-    finally:
-        if args.keep:
-            print(f"work dir kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if errors:
-        print()
-        print("errors (full text):")
-        for e in errors:
-            print(e.rstrip())
-            print("-" * 60)
+    print_errors(errors)
     return 0 if ok and not errors else 1
 
 
@@ -674,12 +660,8 @@ def bench(args, tools: list[str], script: Path, py: str, work: Path, errors: lis
                     row.times.append(t)
 
     # -- the table
-    load = os.getloadavg()
     print()
-    print(
-        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end; "
-        f"kernel {os.uname().release}"
-    )
+    print(f"{machine()}; kernel {os.uname().release}")
     print(
         f"tools: {tool_version(['runc', '--version'])}; {tool_version(['bwrap', '--version'])}; "
         f"socker {script} (python {py}, {sys.version.split()[0] if py == sys.executable else tool_version([py, '-V'])})"
