@@ -64,7 +64,8 @@ missing), ``spec.cwd``, ``spec.user`` resolved against the image's ``/etc/passwd
 mask reset, umask 022. Capabilities: Docker's default bounding/effective/permitted set, adjusted
 by ``cap_add``/``cap_drop`` as Docker does (``ALL`` included); no inheritable or ambient
 capabilities; a non-root user gets none in its effective/permitted sets (Docker >= 20.10);
-``PR_SET_NO_NEW_PRIVS`` unless privileged. No seccomp filter.
+``PR_SET_NO_NEW_PRIVS`` and the default seccomp filter (``socker_lib.runtime.seccomp``) unless
+privileged.
 
 Rootless (``spec.rootless``, or ``None`` and a non-zero euid): a user namespace mapping the
 caller's uid and gid to 0 (one id each: ``setgroups`` is denied and only uid/gid 0 exist inside,
@@ -75,7 +76,8 @@ Resources: ``socker_lib.runtime.cgroups.create_cgroup(spec)`` (imported only whe
 set); the container process is added to it before it execs and the cgroup namespace is
 unshared after that, so the container sees its own cgroup as its root.
 
-Differences from Docker, on purpose: no seccomp filter and no AppArmor/SELinux profile;
+Differences from Docker, on purpose: a denylist seccomp filter (not Docker's allowlist; see
+``seccomp``) and no AppArmor/SELinux profile;
 ``no_new_privs`` on by default (Docker: off, so ``su``/``sudo``/file capabilities do not work
 here unless privileged); no devices cgroup (``nodev`` instead, above); ``/sys/fs/cgroup`` is not
 mounted; ``privileged`` still gets only the standard ``/dev`` nodes (Docker: all the host's); no
@@ -113,6 +115,7 @@ import time
 
 from ..errors import SockerError
 from . import linux as L
+from . import seccomp
 from .spec import ContainerSpec, Mount
 
 __all__ = ["ExecError", "capabilities", "lookup_executable", "resolve_user", "run", "start"]
@@ -733,6 +736,11 @@ class _Launch:
             pass
         if not spec.privileged:
             L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+            try:
+                seccomp.install_default_filter(caps)
+            except OSError as e:
+                raise SockerError(f"cannot install the seccomp filter: {e.strerror}",
+                                  "the kernel needs CONFIG_SECCOMP_FILTER; or run with --privileged") from None  # fmt: skip
         L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the change of user
         # standard streams
         if slave is not None:
