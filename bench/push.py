@@ -150,8 +150,13 @@ def umoci_push(layout: Path, bundle: Path, dest: str) -> tuple[float, float]:
     t1, _ = run(["umoci", "repack", "--image", f"{layout}:{UMOCI_TAG}", str(bundle)])
     t2, _ = run(
         skopeo(
-            "copy", "--quiet", "--retry-times", "0", "--dest-tls-verify=false",
-            f"oci:{layout}:{UMOCI_TAG}", f"docker://{dest}",
+            "copy",
+            "--quiet",
+            "--retry-times",
+            "0",
+            "--dest-tls-verify=false",
+            f"oci:{layout}:{UMOCI_TAG}",
+            f"docker://{dest}",
         )
     )
     return t1, t2
@@ -210,8 +215,14 @@ def tar_push(src: Path, base: Path, dest: str, compressor: str, arch: str) -> tu
     t1 += time.perf_counter() - t0
     t2, _ = run(
         skopeo(
-            "copy", "--quiet", "--retry-times", "0", "--preserve-digests", "--dest-tls-verify=false",
-            f"dir:{d}", f"docker://{dest}",
+            "copy",
+            "--quiet",
+            "--retry-times",
+            "0",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            f"dir:{d}",
+            f"docker://{dest}",
         )
     )
     return t1, t2, size
@@ -239,8 +250,13 @@ def verify_pushed(ref: str, src: Path, base: Path, umoci_flags: list[str]) -> tu
     try:
         run(
             skopeo(
-                "copy", "--quiet", "--retry-times", "0", "--src-tls-verify=false",
-                f"docker://{ref}", f"oci:{layout}:v",
+                "copy",
+                "--quiet",
+                "--retry-times",
+                "0",
+                "--src-tls-verify=false",
+                f"docker://{ref}",
+                f"oci:{layout}:v",
             )
         )
         run(["umoci", "unpack", *umoci_flags, "--image", f"{layout}:v", str(bundle)])
@@ -497,7 +513,9 @@ def measure(args, tools: set[str], src: Path, work: Path, arch: str, errors: lis
     else:
         print("goal: socker push <= 0.5x peer: n/a (a measurement failed or was skipped)")
     if s_warm.median is not None and s_cold.median:
-        print(f"warm: socker push of an unchanged tree {s_warm.median:.2f} s ({s_warm.median / s_cold.median:.2f}x cold)")
+        print(
+            f"warm: socker push of an unchanged tree {s_warm.median:.2f} s ({s_warm.median / s_cold.median:.2f}x cold)"
+        )
     if len(layers) > 1:
         same = len(set(layers)) == 1
         print(
@@ -510,7 +528,10 @@ def measure(args, tools: set[str], src: Path, work: Path, arch: str, errors: lis
     # -- sizes
     print()
     if sizes:
-        print("compressed layer size" + (" (socker/peer: socker's size / the peer's)" if "socker" in sizes else ""))
+        print(
+            "compressed layer size"
+            + (" (socker/peer: socker's size / the peer's)" if "socker" in sizes else "")
+        )
         for name in ("socker", "umoci", "tar", "pigz"):
             if name not in sizes:
                 continue
@@ -595,8 +616,10 @@ def profile_socker(sock: list[str], src: Path, work: Path) -> None:
             if name == func and file.endswith(file_part) and "socker_lib" in file
         )
         print(f"  {label:50} {cum:7.2f} s  ({calls} calls)")
-    main_cum = max((v[3] for (file, _, name), v in stats.stats.items() if name == "main" and file.endswith("cli.py")),
-                   default=0.0)
+    main_cum = max(
+        (v[3] for (file, _, name), v in stats.stats.items() if name == "main" and file.endswith("cli.py")),
+        default=0.0,
+    )
     print(f"  {'imports before cli.main (socker_lib.cli, invoke)':50} {total - main_cum:7.2f} s")
     print("  (pack_layer compresses on a thread pool: its main-thread time is reading files and waiting)")
     print_profile(stats, 25, 20)

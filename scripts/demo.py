@@ -40,11 +40,18 @@ def main() -> int:
             step("building a two-layer busybox image and pushing it with skopeo")
             layers = [
                 oci.busybox_entries(),
-                [oci.dir("etc", 0o755), oci.file("etc/motd", b"hello from a flat socker image\n"),
-                 oci.whiteout("bin/false")],
+                [
+                    oci.dir("etc", 0o755),
+                    oci.file("etc/motd", b"hello from a flat socker image\n"),
+                    oci.whiteout("bin/false"),
+                ],
             ]
-            oci.build_layout(work / "layout", "1", layers,
-                             config={"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"})
+            oci.build_layout(
+                work / "layout",
+                "1",
+                layers,
+                config={"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
+            )
             reg.push_layout(work / "layout", "1", "demo/busybox:1")
             ref = f"{reg.host}/demo/busybox:1"
 
@@ -59,8 +66,16 @@ def main() -> int:
             sh("cat", str(image / "etc/motd"))
             if os.geteuid() == 0:
                 step("run it as a container: namespaces, pivot_root, the command as PID 1")
-                sh("socker", "run", "--rm", ref, "sh", "-c",
-                   "echo I am PID $$ on host $(hostname); cat /etc/motd; ls /proc | grep -c '^[0-9]'", env=env)
+                sh(
+                    "socker",
+                    "run",
+                    "--rm",
+                    ref,
+                    "sh",
+                    "-c",
+                    "echo I am PID $$ on host $(hostname); cat /etc/motd; ls /proc | grep -c '^[0-9]'",
+                    env=env,
+                )
             step("pull again: nothing is downloaded, the image is up to date")
             t = time.monotonic()
             sh("socker", "pull", ref, env=env)
@@ -82,7 +97,16 @@ def main() -> int:
             sh("socker", "add", base, "/usr/bin/bash", "/bin/ls", env=env)
             sh("socker", "push", base, env=env)
             if os.geteuid() == 0:
-                sh("socker", "run", "--rm", base, "/usr/bin/bash", "-c", "echo bash $BASH_VERSION; ls /", env=env)
+                sh(
+                    "socker",
+                    "run",
+                    "--rm",
+                    base,
+                    "/usr/bin/bash",
+                    "-c",
+                    "echo bash $BASH_VERSION; ls /",
+                    env=env,
+                )
             sh("socker", "images", env=env)
         print("\ndemo finished: everything above ran against a registry on this machine")
         return 0

@@ -128,8 +128,9 @@ class PipelinedReader(io.RawIOBase):
         if isinstance(item, BaseException):
             self._done = True
             if _is_codec_error(item):
-                raise UnsupportedError(f"cannot decompress layer: {item}",
-                                       "the blob may be corrupt; pull again") from item
+                raise UnsupportedError(
+                    f"cannot decompress layer: {item}", "the blob may be corrupt; pull again"
+                ) from item
             raise item
         self._buf = memoryview(item)
         return True
@@ -183,7 +184,7 @@ class _Prefixed:
     def read(self, n: int = -1) -> bytes:
         if self._head:
             out = self._head if n < 0 else self._head[:n]
-            self._head = self._head[len(out):]
+            self._head = self._head[len(out) :]
             return out
         return self._f.read(n)
 

@@ -32,8 +32,13 @@ def iso(ts: int) -> str:
 def default_config(platform: str | None = None) -> dict:
     """What ``socker new`` gives an image made from scratch."""
     os_, arch, *variant = (platform or host_platform()).split("/")
-    cfg = {"architecture": arch, "os": os_, "config": {"Env": list(DEFAULT_ENV)},
-           "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+    cfg = {
+        "architecture": arch,
+        "os": os_,
+        "config": {"Env": list(DEFAULT_ENV)},
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "history": [],
+    }
     if variant:
         cfg["variant"] = variant[0]
     return cfg
@@ -42,8 +47,21 @@ def default_config(platform: str | None = None) -> dict:
 def flattened_config(base: dict | None, diff_id: str, created: int, note: str) -> dict:
     """The pushed image's config: the base image's settings, one layer, a history saying so."""
     base = dict(base or default_config())
-    cfg = {k: v for k, v in base.items() if k not in ("rootfs", "history", "created", "container",
-                                                          "container_config", "docker_version", "id", "parent")}
+    cfg = {
+        k: v
+        for k, v in base.items()
+        if k
+        not in (
+            "rootfs",
+            "history",
+            "created",
+            "container",
+            "container_config",
+            "docker_version",
+            "id",
+            "parent",
+        )
+    }
     cfg.setdefault("architecture", default_config()["architecture"])
     cfg.setdefault("os", "linux")
     cfg["config"] = dict(base.get("config") or {})
@@ -53,13 +71,17 @@ def flattened_config(base: dict | None, diff_id: str, created: int, note: str) -
     return cfg
 
 
-def manifest(config_bytes: bytes, layer_digest: str, layer_size: int, compression: str, fmt: str) -> tuple[bytes, str]:
+def manifest(
+    config_bytes: bytes, layer_digest: str, layer_size: int, compression: str, fmt: str
+) -> tuple[bytes, str]:
     """(manifest bytes, media type) in Docker schema2 (``fmt="docker"``) or OCI (``"oci"``)."""
     if fmt == "oci":
         layer_type = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "none": mt.OCI_LAYER}[compression]
         media, config_type = mt.OCI_MANIFEST, mt.OCI_CONFIG
     else:
-        layer_type = {"gzip": mt.DOCKER_LAYER_GZIP, "none": "application/vnd.docker.image.rootfs.diff.tar"}[compression]
+        layer_type = {"gzip": mt.DOCKER_LAYER_GZIP, "none": "application/vnd.docker.image.rootfs.diff.tar"}[
+            compression
+        ]
         media, config_type = mt.DOCKER_MANIFEST, mt.DOCKER_CONFIG
     doc = {
         "schemaVersion": 2,

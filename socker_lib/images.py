@@ -26,16 +26,19 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def new_image(ref_text: str, settings: Settings | None = None, *, platform: str | None = None,
-              force: bool = False) -> Path:
+def new_image(
+    ref_text: str, settings: Settings | None = None, *, platform: str | None = None, force: bool = False
+) -> Path:
     """Create an empty image (scratch) with default metadata."""
     settings = settings or Settings.load()
     ref = reference_mod.parse(ref_text)
     store = Store(settings.home)
     with store.lock(ref):
         if store.exists(ref) and not force:
-            raise SockerError(f"image {ref} already exists at {store.image_dir(ref)}",
-                              "pick another name, or remove it first: socker rm " + str(ref))
+            raise SockerError(
+                f"image {ref} already exists at {store.image_dir(ref)}",
+                "pick another name, or remove it first: socker rm " + str(ref),
+            )
         with store.staging("new-") as staged:
             config = default_config(platform or settings.platform)
             (staged.meta / "config.json").write_bytes(canonical(config))
@@ -48,9 +51,19 @@ def _meta(ref: Reference, config: dict, origin: str, **extra) -> dict:
     plat = f"{config.get('os', 'linux')}/{config.get('architecture', '?')}"
     if config.get("variant"):
         plat += "/" + config["variant"]
-    return {"schemaVersion": META_VERSION, "reference": str(ref), "registry": ref.registry,
-            "repository": ref.repository, "tag": ref.tag, "digest": None, "platform": plat,
-            "createdAt": _now(), "origin": origin, "layers": [], **extra}
+    return {
+        "schemaVersion": META_VERSION,
+        "reference": str(ref),
+        "registry": ref.registry,
+        "repository": ref.repository,
+        "tag": ref.tag,
+        "digest": None,
+        "platform": plat,
+        "createdAt": _now(),
+        "origin": origin,
+        "layers": [],
+        **extra,
+    }
 
 
 def add_files(ref_text: str, paths: list[str], settings: Settings | None = None) -> list[str]:
@@ -58,7 +71,9 @@ def add_files(ref_text: str, paths: list[str], settings: Settings | None = None)
     from .elfdeps import copy_into, resolve
 
     if not paths:
-        raise SockerError("no paths given to add", "name host files, e.g. socker add me/img:1 /bin/bash /bin/ls")
+        raise SockerError(
+            "no paths given to add", "name host files, e.g. socker add me/img:1 /bin/bash /bin/ls"
+        )
     settings = settings or Settings.load()
     ref = reference_mod.parse(ref_text)
     store = Store(settings.home)
@@ -87,8 +102,15 @@ def tag_image(src_text: str, dst_text: str, settings: Settings | None = None) ->
                 if (src_meta / name).exists():
                     shutil.copy2(src_meta / name, staged.meta / name)
         meta = json.loads((src_meta / "image.json").read_text()) if (src_meta / "image.json").exists() else {}
-        meta.update(reference=str(dst), registry=dst.registry, repository=dst.repository, tag=dst.tag,
-                    taggedFrom=str(src), taggedAt=_now(), pushedTo=[])
+        meta.update(
+            reference=str(dst),
+            registry=dst.registry,
+            repository=dst.repository,
+            tag=dst.tag,
+            taggedFrom=str(src),
+            taggedAt=_now(),
+            pushedTo=[],
+        )
         meta.setdefault("schemaVersion", META_VERSION)
         write_json(staged.meta / "image.json", meta)
         return store.commit(dst, staged)
@@ -96,8 +118,9 @@ def tag_image(src_text: str, dst_text: str, settings: Settings | None = None) ->
 
 def copy_tree(src: Path, dst: Path) -> None:
     """Copy an image tree with everything (hard links, xattrs, owners, devices): ``cp -a``."""
-    proc = subprocess.run(["cp", "-a", "--reflink=auto", "--", f"{src}/.", str(dst)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        ["cp", "-a", "--reflink=auto", "--", f"{src}/.", str(dst)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SockerError(f"copying {src} failed: {proc.stderr.strip()}", "check free space and permissions")
 
@@ -154,8 +177,16 @@ def list_images(settings: Settings | None = None, *, check_modified: bool = True
         modified = None
         if check_modified and snap.exists():
             modified = any(changed_paths(image, read_snapshot(snap)))
-        out.append(ImageInfo(meta.get("reference") or rel, image, _tree_size(image), meta.get("digest"),
-                             modified, meta.get("origin") or "pull"))
+        out.append(
+            ImageInfo(
+                meta.get("reference") or rel,
+                image,
+                _tree_size(image),
+                meta.get("digest"),
+                modified,
+                meta.get("origin") or "pull",
+            )
+        )
     return out
 
 

@@ -15,7 +15,9 @@ def registry_of(text: str) -> str:
     if text in ("", "index.docker.io", "registry-1.docker.io", "docker.io"):
         return reference_mod.DOCKER_HUB
     if "." not in text and ":" not in text and text != "localhost":
-        raise ReferenceError_(f"{text!r} is not a registry host", "give a host such as registry.example.com:5000")
+        raise ReferenceError_(
+            f"{text!r} is not a registry host", "give a host such as registry.example.com:5000"
+        )
     return text
 
 

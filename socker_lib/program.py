@@ -87,8 +87,14 @@ def _value_flags(task_name: str) -> set[str]:
 
 
 def _variadic(argv: list[str]) -> list[str]:
-    i = next((k for k, w in enumerate(argv[1:], 1)
-              if not w.startswith("-") and argv[k - 1] not in ("-f", "--config")), None)
+    i = next(
+        (
+            k
+            for k, w in enumerate(argv[1:], 1)
+            if not w.startswith("-") and argv[k - 1] not in ("-f", "--config")
+        ),
+        None,
+    )
     if i is None or argv[i] not in VARIADIC:
         return argv  # no task, or another task comes first: leave invoke's parsing alone
     word = argv[i]

@@ -37,8 +37,14 @@ class PullResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def pull(ref_text: str, settings: Settings | None = None, *, platform: str | None = None,
-         reporter: Reporter | None = None, force: bool = False) -> PullResult:
+def pull(
+    ref_text: str,
+    settings: Settings | None = None,
+    *,
+    platform: str | None = None,
+    reporter: Reporter | None = None,
+    force: bool = False,
+) -> PullResult:
     """Pull an image into ``$SOCKER_HOME/images/…`` and return where it landed."""
     settings = settings or Settings.load()
     reporter = reporter or Reporter()
@@ -56,8 +62,10 @@ def pull(ref_text: str, settings: Settings | None = None, *, platform: str | Non
         except (OSError, SockerError) as e:
             full = _disk_full(e)
             if full is not None:
-                raise SockerError(f"disk full while pulling {ref} ({full.filename or settings.home})",
-                                  "free some space (socker keeps blobs in $SOCKER_HOME/blobs) and pull again") from e
+                raise SockerError(
+                    f"disk full while pulling {ref} ({full.filename or settings.home})",
+                    "free some space (socker keeps blobs in $SOCKER_HOME/blobs) and pull again",
+                ) from e
             raise
 
 
@@ -83,13 +91,16 @@ def _up_to_date(store: Store, ref, image: ResolvedImage) -> bool:
     return not (added or removed or modified)
 
 
-def _pull_locked(store: Store, transport: Transport, ref, image: ResolvedImage, settings: Settings,
-                 reporter: Reporter) -> PullResult:
+def _pull_locked(
+    store: Store, transport: Transport, ref, image: ResolvedImage, settings: Settings, reporter: Reporter
+) -> PullResult:
     cache = BlobCache(settings.home)
     layers = image.layers
     missing = sum(int(d.get("size") or 0) for d in layers if not cache.has(d["digest"], d.get("size")))
-    reporter.info(f"pulling {ref} ({image.platform}, {image.manifest_digest[:19]}, "
-                  f"{len(layers)} layers, {human(missing)} to download)")
+    reporter.info(
+        f"pulling {ref} ({image.platform}, {image.manifest_digest[:19]}, "
+        f"{len(layers)} layers, {human(missing)} to download)"
+    )
     downloaded = [0]
     cancelled = threading.Event()
 
@@ -145,8 +156,15 @@ class _Cancelled(Exception):
     """Raised inside a download thread once the pull has been given up."""
 
 
-def _unpack_and_commit(store: Store, ref, image: ResolvedImage, lives: list[LiveBlob], futures: list[Future],
-                       reporter: Reporter, follow: bool) -> tuple[list[str], Path]:
+def _unpack_and_commit(
+    store: Store,
+    ref,
+    image: ResolvedImage,
+    lives: list[LiveBlob],
+    futures: list[Future],
+    reporter: Reporter,
+    follow: bool,
+) -> tuple[list[str], Path]:
     """Apply every layer in order to a staging rootfs (following downloads still under way
     when ``follow``), verify blobs and diff_ids, and swap the result into the store."""
     from .layers import ApplyOptions, RootfsWriter
@@ -188,21 +206,29 @@ def _apply_one(writer, source, desc: dict, diff_id: str, i: int, n: int, reporte
 def _write_meta(meta_dir: Path, ref, image: ResolvedImage, skipped: list[str]) -> None:
     (meta_dir / "manifest.json").write_bytes(image.manifest_bytes)
     (meta_dir / "config.json").write_bytes(image.config_bytes)
-    write_json(meta_dir / "image.json", {
-        "schemaVersion": META_VERSION,
-        "reference": str(ref),
-        "registry": ref.registry,
-        "repository": ref.repository,
-        "tag": ref.tag,
-        "digest": image.manifest_digest,
-        "indexDigest": image.index_digest,
-        "mediaType": image.media_type,
-        "platform": image.platform,
-        "pulledAt": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "layers": [
-            {"digest": d["digest"], "size": d.get("size"), "mediaType": d.get("mediaType"), "diffID": diff}
-            for d, diff in zip(image.layers, image.config["rootfs"]["diff_ids"], strict=True)
-        ],
-        "rootless": os.geteuid() != 0,
-        "notApplied": skipped[:1000],
-    })
+    write_json(
+        meta_dir / "image.json",
+        {
+            "schemaVersion": META_VERSION,
+            "reference": str(ref),
+            "registry": ref.registry,
+            "repository": ref.repository,
+            "tag": ref.tag,
+            "digest": image.manifest_digest,
+            "indexDigest": image.index_digest,
+            "mediaType": image.media_type,
+            "platform": image.platform,
+            "pulledAt": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "layers": [
+                {
+                    "digest": d["digest"],
+                    "size": d.get("size"),
+                    "mediaType": d.get("mediaType"),
+                    "diffID": diff,
+                }
+                for d, diff in zip(image.layers, image.config["rootfs"]["diff_ids"], strict=True)
+            ],
+            "rootless": os.geteuid() != 0,
+            "notApplied": skipped[:1000],
+        },
+    )

@@ -39,8 +39,15 @@ class PushResult:
     packed: bool
 
 
-def push(ref_text: str, settings: Settings | None = None, *, source: str | None = None, fmt: str = "docker",
-         compression: str = "gzip", reporter: Reporter | None = None) -> PushResult:
+def push(
+    ref_text: str,
+    settings: Settings | None = None,
+    *,
+    source: str | None = None,
+    fmt: str = "docker",
+    compression: str = "gzip",
+    reporter: Reporter | None = None,
+) -> PushResult:
     """Push ``images/<source or ref>`` to ``ref`` as a single-layer image."""
     settings = settings or Settings.load()
     reporter = reporter or Reporter()
@@ -49,8 +56,10 @@ def push(ref_text: str, settings: Settings | None = None, *, source: str | None 
     _check_options(dst, fmt, compression)
     store = Store(settings.home)
     if not store.exists(src):
-        raise ImageNotFoundError(f"no local image {src} (looked in {store.image_dir(src)})",
-                                 f"pull it, or create one with: socker new {src}")
+        raise ImageNotFoundError(
+            f"no local image {src} (looked in {store.image_dir(src)})",
+            f"pull it, or create one with: socker new {src}",
+        )
     with store.lock(src, on_wait=lambda: reporter.info(f"waiting for another operation on {src} ...")):
         meta = _read_meta(store, src)
         base_config = _read_json(store.meta_dir(src) / "config.json")
@@ -64,8 +73,14 @@ def push(ref_text: str, settings: Settings | None = None, *, source: str | None 
             layer, packed = last, False
             reporter.info(f"pushing {dst} (1 layer, {human(layer['size'])}, unchanged since last packed)")
             bar = reporter.bar(f"layer {layer['digest'][7:19]}", layer["size"])
-            how = upload_blob(t, dst, cache.path(layer["digest"]), layer["digest"],
-                              mount_from=_known_sources(store, dst, layer["digest"]), progress=bar.advance)
+            how = upload_blob(
+                t,
+                dst,
+                cache.path(layer["digest"]),
+                layer["digest"],
+                mount_from=_known_sources(store, dst, layer["digest"]),
+                progress=bar.advance,
+            )
             bar.finish(how)
         else:
             reporter.info(f"packing and pushing {dst}")
@@ -146,7 +161,11 @@ def _packed_before(store: Store, meta: dict, fp: str) -> dict | None:
     cache = BlobCache(store.home)
 
     def usable(layer: dict | None) -> bool:
-        return bool(layer) and layer.get("fingerprint") == fp and cache.has(layer.get("digest", ""), layer.get("size"))
+        return (
+            bool(layer)
+            and layer.get("fingerprint") == fp
+            and cache.has(layer.get("digest", ""), layer.get("size"))
+        )
 
     if usable(meta.get("lastPacked")):
         return meta["lastPacked"]
@@ -174,8 +193,9 @@ def _pack_and_upload(store: Store, ref, t: Transport, dst, compression: str, rep
 
         def pack() -> None:
             try:
-                result["packed"] = pack_layer(rootfs, blob, compression=compression,
-                                              progress=lambda n: live.progress(n))
+                result["packed"] = pack_layer(
+                    rootfs, blob, compression=compression, progress=lambda n: live.progress(n)
+                )
                 live.finish(blob)
             except BaseException as e:
                 live.fail(e)
@@ -201,7 +221,12 @@ def _pack_and_upload(store: Store, ref, t: Transport, dst, compression: str, rep
         final = cache.path(packed.digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(blob, final)
-    return {"digest": packed.digest, "size": packed.size, "diffID": packed.diff_id, "compression": compression}
+    return {
+        "digest": packed.digest,
+        "size": packed.size,
+        "diffID": packed.diff_id,
+        "compression": compression,
+    }
 
 
 def _cache_bytes(cache: BlobCache, data: bytes) -> Path:
@@ -224,7 +249,9 @@ def _known_sources(store: Store, dst, digest: str) -> list[str]:
         for pushed in meta.get("pushedTo") or []:
             if pushed.get("registry") == dst.registry and pushed.get("layer") == digest:
                 found.append(pushed["repository"])
-        if meta.get("registry") == dst.registry and any(x.get("digest") == digest for x in meta.get("layers") or []):
+        if meta.get("registry") == dst.registry and any(
+            x.get("digest") == digest for x in meta.get("layers") or []
+        ):
             found.append(meta["repository"])
     return [r for r in dict.fromkeys(found) if r != dst.repository]
 
@@ -234,7 +261,14 @@ def _record_push(store: Store, src, meta: dict, dst, digest: str) -> None:
     meta_dir.mkdir(parents=True, exist_ok=True)
     pushed = [p for p in meta.get("pushedTo") or [] if p.get("reference") != str(dst)]
     layer = meta.get("lastPacked", {}).get("digest")
-    pushed.append({"reference": str(dst), "registry": dst.registry, "repository": dst.repository,
-                   "digest": digest, "layer": layer})
+    pushed.append(
+        {
+            "reference": str(dst),
+            "registry": dst.registry,
+            "repository": dst.repository,
+            "digest": digest,
+            "layer": layer,
+        }
+    )
     meta["pushedTo"] = pushed[-50:]
     write_json(meta_dir / "image.json", meta)

@@ -97,7 +97,9 @@ def parse(text: str) -> Reference:
                 "a digest looks like sha256:<64 hex characters>",
             )
         if digest.startswith("sha256:") and not _SHA256.match(digest):
-            raise ReferenceError_(f"invalid sha256 digest {digest!r} in {original!r}", "expected 64 lowercase hex")
+            raise ReferenceError_(
+                f"invalid sha256 digest {digest!r} in {original!r}", "expected 64 lowercase hex"
+            )
     tag = None
     last_slash = text.rfind("/")
     colon = text.rfind(":")

@@ -28,8 +28,14 @@ class Settings:
 
     __slots__ = _FIELDS
 
-    def __init__(self, home=None, insecure_registries=(), ca_cert: str | None = None, platform: str | None = None,
-                 max_concurrent_downloads: int = 3):
+    def __init__(
+        self,
+        home=None,
+        insecure_registries=(),
+        ca_cert: str | None = None,
+        platform: str | None = None,
+        max_concurrent_downloads: int = 3,
+    ):
         self.home = _coerce("home", home if home is not None else DEFAULTS["home"])
         self.insecure_registries = _coerce("insecure_registries", insecure_registries)
         self.ca_cert = ca_cert
@@ -99,9 +105,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-         "armv7l": "arm", "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le",
-         "s390x": "s390x", "riscv64": "riscv64"}
+_ARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv7l": "arm",
+    "armv6l": "arm",
+    "i386": "386",
+    "i686": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
 
 
 def host_platform() -> str:

@@ -181,6 +181,7 @@ def remove_tree(path: Path) -> None:
 
 # -- tree snapshots (for "modified since pull" and diff) ------------------------
 
+
 def snapshot(root: Path) -> dict[str, list]:
     """path → [mode, uid, gid, size, mtime_ns, link target or None] for every entry."""
     out: dict[str, list] = {}
@@ -212,8 +213,11 @@ def changed_paths(root: Path, snap: dict[str, list]) -> tuple[list[str], list[st
     now = snapshot(root)
     added = sorted(set(now) - set(snap))
     removed = sorted(set(snap) - set(now))
-    modified = sorted(p for p in set(now) & set(snap) if now[p] != snap[p]
-                      and not (stat.S_ISDIR(now[p][0]) and now[p][:3] == snap[p][:3]))
+    modified = sorted(
+        p
+        for p in set(now) & set(snap)
+        if now[p] != snap[p] and not (stat.S_ISDIR(now[p][0]) and now[p][:3] == snap[p][:3])
+    )
     return added, removed, modified
 
 

@@ -25,8 +25,21 @@ ReadError = tarfile.ReadError
 class Member:
     """One tar entry, with ``tarfile.TarInfo``'s attribute and method names."""
 
-    __slots__ = ("name", "linkname", "type", "mode", "uid", "gid", "size", "mtime", "devmajor", "devminor",
-                 "uname", "gname", "pax_headers")
+    __slots__ = (
+        "name",
+        "linkname",
+        "type",
+        "mode",
+        "uid",
+        "gid",
+        "size",
+        "mtime",
+        "devmajor",
+        "devminor",
+        "uname",
+        "gname",
+        "pax_headers",
+    )
 
     def isfile(self) -> bool:
         return self.type in (b"0", b"7", b"\0")
@@ -184,8 +197,24 @@ class TarReader:
             self._pos += BLOCK
             if header.count(0) == BLOCK:
                 return None  # end-of-archive marker
-            (name, mode, uid, gid, size, mtime, chksum, typ, linkname, magic, _version, uname, gname,
-             devmajor, devminor, prefix) = _HEADER.unpack(header)
+            (
+                name,
+                mode,
+                uid,
+                gid,
+                size,
+                mtime,
+                chksum,
+                typ,
+                linkname,
+                magic,
+                _version,
+                uname,
+                gname,
+                devmajor,
+                devminor,
+                prefix,
+            ) = _HEADER.unpack(header)
             self._check_sum(header, chksum)
             size_n = _num(size)
             if typ in (b"x", b"g", b"L", b"K"):
@@ -240,7 +269,9 @@ class TarReader:
         unsigned = sum(header) - sum(header[148:156]) + 256
         if want == unsigned:
             return
-        signed = unsigned - 2 * sum(b for b in header if b > 127) + 2 * sum(b for b in header[148:156] if b > 127)
+        signed = (
+            unsigned - 2 * sum(b for b in header if b > 127) + 2 * sum(b for b in header[148:156] if b > 127)
+        )
         if want != signed:
             raise ReadError("tar header checksum mismatch: the layer is corrupt or not a tar")
 

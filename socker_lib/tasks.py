@@ -75,8 +75,10 @@ def pull(c, ref, platform=None, quiet=False, ca_cert=None, force=False):
             else:
                 reporter.info(f"pulled {result.reference} ({result.platform}, {result.digest})")
             if result.skipped:
-                reporter.warn(f"{len(result.skipped)} entries could not be applied without root "
-                              f"(ownership, device nodes); see meta image.json")
+                reporter.warn(
+                    f"{len(result.skipped)} entries could not be applied without root "
+                    f"(ownership, device nodes); see meta image.json"
+                )
     print(result.path)
 
 
@@ -124,7 +126,7 @@ def push(c, ref, format="docker", compression="gzip", quiet=False, ca_cert=None)
 def flatten(c, source, dest, platform=None, format="docker", compression="gzip", quiet=False):  # noqa: A002
     """Pull SOURCE and push it to DEST as one layer.
 
-      socker flatten library/nginx:latest 127.0.0.1:5000/me/nginx:flat
+    socker flatten library/nginx:latest 127.0.0.1:5000/me/nginx:flat
     """
     from .progress import make_reporter
     from .pull import pull as do_pull
@@ -137,9 +139,13 @@ def flatten(c, source, dest, platform=None, format="docker", compression="gzip",
     print(result.digest)
 
 
-@task(help={"ref": "name of the new image, e.g. me/minimal:1",
-            "platform": "os/arch[/variant] recorded in its config (default: this machine)",
-            "force": "replace an existing image of that name"})
+@task(
+    help={
+        "ref": "name of the new image, e.g. me/minimal:1",
+        "platform": "os/arch[/variant] recorded in its config (default: this machine)",
+        "force": "replace an existing image of that name",
+    }
+)
 @friendly
 def new(c, ref, platform=None, force=False):
     """Create an empty image (scratch) to fill with socker add, then push."""
@@ -148,13 +154,18 @@ def new(c, ref, platform=None, force=False):
     print(new_image(ref, settings(c), platform=platform, force=force))
 
 
-@task(iterable=["path"], help={"ref": "the image to add to",
-                               "path": "host file to copy in (repeatable; with socker, just list them)"})
+@task(
+    iterable=["path"],
+    help={
+        "ref": "the image to add to",
+        "path": "host file to copy in (repeatable; with socker, just list them)",
+    },
+)
 @friendly
 def add(c, ref, path=None):
     """Copy host executables into an image, with their shared libraries and loader.
 
-      socker add me/minimal:1 /usr/bin/bash /bin/ls
+    socker add me/minimal:1 /usr/bin/bash /bin/ls
     """
     from .images import add_files
     from .program import trailing_words
@@ -197,13 +208,18 @@ def images(c, quick=False):
         print("  ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
 
 
-@task(help={"registry": "registry host, e.g. docker.io or 127.0.0.1:5000", "username": "user name",
-            "password_stdin": "read the password from standard input"})
+@task(
+    help={
+        "registry": "registry host, e.g. docker.io or 127.0.0.1:5000",
+        "username": "user name",
+        "password_stdin": "read the password from standard input",
+    }
+)
 @friendly
 def login(c, registry, username=None, password_stdin=False):
     """Check credentials against a registry and store them like docker login (mode 0600).
 
-      echo "$TOKEN" | socker login 127.0.0.1:5000 -u me --password-stdin
+    echo "$TOKEN" | socker login 127.0.0.1:5000 -u me --password-stdin
     """
     import getpass
     import sys
@@ -227,19 +243,52 @@ def login(c, registry, username=None, password_stdin=False):
         "image": "image to run (pulled first if missing)",
         "cmd": "the command and its arguments (with socker: just write them after the image)",
         "detach": "run in the background and print the container id",
-        "name": "container name", "interactive": "keep stdin open", "tty": "allocate a pseudo-terminal",
-        "env": "KEY=VALUE (repeatable)", "volume": "/host:/container[:ro] (repeatable)",
-        "tmpfs": "/path[:options] (repeatable)", "workdir": "working directory", "user": "user[:group]",
-        "entrypoint": "replace the image's entrypoint", "hostname": "host name (default: image name)",
-        "network": "host (default) or none", "read_only": "read-only root filesystem",
+        "name": "container name",
+        "interactive": "keep stdin open",
+        "tty": "allocate a pseudo-terminal",
+        "env": "KEY=VALUE (repeatable)",
+        "volume": "/host:/container[:ro] (repeatable)",
+        "tmpfs": "/path[:options] (repeatable)",
+        "workdir": "working directory",
+        "user": "user[:group]",
+        "entrypoint": "replace the image's entrypoint",
+        "hostname": "host name (default: image name)",
+        "network": "host (default) or none",
+        "read_only": "read-only root filesystem",
         "rm": "throwaway copy-on-write run: the image stays untouched",
-        "memory": "memory limit, e.g. 512m", "cpus": "CPU limit, e.g. 0.5", "pids_limit": "process limit",
-        "privileged": "all capabilities", "cap_add": "add a capability", "cap_drop": "drop a capability",
+        "memory": "memory limit, e.g. 512m",
+        "cpus": "CPU limit, e.g. 0.5",
+        "pids_limit": "process limit",
+        "privileged": "all capabilities",
+        "cap_add": "add a capability",
+        "cap_drop": "drop a capability",
     },
 )
-def run(c, image, cmd=None, detach=False, name=None, interactive=False, tty=False, env=None, volume=None,
-        tmpfs=None, workdir=None, user=None, entrypoint=None, hostname=None, network="host", read_only=False,
-        rm=False, memory=None, cpus=None, pids_limit=None, privileged=False, cap_add=None, cap_drop=None):
+def run(
+    c,
+    image,
+    cmd=None,
+    detach=False,
+    name=None,
+    interactive=False,
+    tty=False,
+    env=None,
+    volume=None,
+    tmpfs=None,
+    workdir=None,
+    user=None,
+    entrypoint=None,
+    hostname=None,
+    network="host",
+    read_only=False,
+    rm=False,
+    memory=None,
+    cpus=None,
+    pids_limit=None,
+    privileged=False,
+    cap_add=None,
+    cap_drop=None,
+):
     """Run a command in a container made from a flat image: socker run [OPTIONS] IMAGE [CMD...].
 
     Namespaces (mount, uts, ipc, pid, optionally net), pivot_root, fresh /proc, /sys, /dev;
@@ -247,15 +296,38 @@ def run(c, image, cmd=None, detach=False, name=None, interactive=False, tty=Fals
     """
     from .runtime.cli import main as run_main
 
-    argv = [f for f, on in (("-d", detach), ("-i", interactive), ("-t", tty), ("--read-only", read_only),
-                            ("--rm", rm), ("--privileged", privileged)) if on]
-    for flag, value in (("--name", name), ("-w", workdir), ("-u", user), ("--entrypoint", entrypoint),
-                        ("--hostname", hostname), ("--network", network), ("--memory", memory),
-                        ("--cpus", cpus), ("--pids-limit", pids_limit)):
+    argv = [
+        f
+        for f, on in (
+            ("-d", detach),
+            ("-i", interactive),
+            ("-t", tty),
+            ("--read-only", read_only),
+            ("--rm", rm),
+            ("--privileged", privileged),
+        )
+        if on
+    ]
+    for flag, value in (
+        ("--name", name),
+        ("-w", workdir),
+        ("-u", user),
+        ("--entrypoint", entrypoint),
+        ("--hostname", hostname),
+        ("--network", network),
+        ("--memory", memory),
+        ("--cpus", cpus),
+        ("--pids-limit", pids_limit),
+    ):
         if value is not None:
             argv.append(f"{flag}={value}")
-    for flag, values in (("-e", env), ("-v", volume), ("--tmpfs", tmpfs), ("--cap-add", cap_add),
-                         ("--cap-drop", cap_drop)):
+    for flag, values in (
+        ("-e", env),
+        ("-v", volume),
+        ("--tmpfs", tmpfs),
+        ("--cap-add", cap_add),
+        ("--cap-drop", cap_drop),
+    ):
         for value in values or []:
             argv += [flag, value]
     from .program import trailing_words
@@ -276,8 +348,15 @@ def ps(c, all=False):  # noqa: A002
         status = st.get("status", "?")
         if status == "exited":
             status = f"exited ({st.get('exit_code')})"
-        rows.append((st["id"][:12], st.get("name") or "", st.get("image", ""),
-                     " ".join(st.get("command") or [])[:40], status))
+        rows.append(
+            (
+                st["id"][:12],
+                st.get("name") or "",
+                st.get("image", ""),
+                " ".join(st.get("command") or [])[:40],
+                status,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
@@ -292,8 +371,12 @@ def logs(c, container, follow=False):
     do_logs(settings(c).home, container, follow=follow)
 
 
-@task(help={"container": "container id (a unique prefix) or name",
-            "time": "seconds to wait after SIGTERM before SIGKILL (default 10)"})
+@task(
+    help={
+        "container": "container id (a unique prefix) or name",
+        "time": "seconds to wait after SIGTERM before SIGKILL (default 10)",
+    }
+)
 @friendly
 def stop(c, container, time=10):
     """Stop a background container: SIGTERM, then SIGKILL after --time seconds."""
@@ -303,11 +386,18 @@ def stop(c, container, time=10):
     print(f"stopped {container}" + (f" (exit code {code})" if code is not None else ""))
 
 
-@task(iterable=["cmd", "env"],
-      help={"container": "container id (a unique prefix) or name",
-            "cmd": "the command (with socker: just write it after the container)",
-            "interactive": "keep stdin open", "tty": "allocate a pseudo-terminal", "env": "KEY=VALUE (repeatable)",
-            "user": "user[:group] in the container", "workdir": "working directory"})
+@task(
+    iterable=["cmd", "env"],
+    help={
+        "container": "container id (a unique prefix) or name",
+        "cmd": "the command (with socker: just write it after the container)",
+        "interactive": "keep stdin open",
+        "tty": "allocate a pseudo-terminal",
+        "env": "KEY=VALUE (repeatable)",
+        "user": "user[:group] in the container",
+        "workdir": "working directory",
+    },
+)
 @friendly
 def exec(c, container, cmd=None, interactive=False, tty=False, env=None, user=None, workdir=None):  # noqa: A001
     """Run a command inside a running container's namespaces: socker exec ID CMD...."""
@@ -322,14 +412,17 @@ def exec(c, container, cmd=None, interactive=False, tty=False, env=None, user=No
         from .runtime.manage import container_env, merge_env
 
         env = merge_env(container_env(home, container), list(env))
-    code = exec_in(home, container, list(cmd), env=env or None, cwd=workdir, user=user, tty=tty,
-                   stdin=interactive)
+    code = exec_in(
+        home, container, list(cmd), env=env or None, cwd=workdir, user=user, tty=tty, stdin=interactive
+    )
     if code:
         raise Exit(code=code)
 
 
-@task(name="container-rm", help={"container": "container id (a unique prefix) or name",
-                                 "force": "stop it first if it is running"})
+@task(
+    name="container-rm",
+    help={"container": "container id (a unique prefix) or name", "force": "stop it first if it is running"},
+)
 @friendly
 def container_rm(c, container, force=False):
     """Forget an exited background container (its state and log)."""
@@ -339,5 +432,7 @@ def container_rm(c, container, force=False):
     print(f"removed {container}")
 
 
-ns = Collection(pull, push, flatten, new, add, tag, rm, images, login, run, ps, logs, stop, exec, container_rm)
+ns = Collection(
+    pull, push, flatten, new, add, tag, rm, images, login, run, ps, logs, stop, exec, container_rm
+)
 ns.configure(dict(DEFAULTS))

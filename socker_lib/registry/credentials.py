@@ -34,9 +34,21 @@ def docker_config_path() -> Path:
 
 def _auth_keys(registry: str) -> list[str]:
     if registry == DOCKER_HUB:
-        return [DOCKER_HUB_AUTH_KEY, "docker.io", "index.docker.io", "registry-1.docker.io",
-                "https://index.docker.io/v1", "https://registry-1.docker.io"]
-    return [registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/", f"https://{registry}/v2/"]
+        return [
+            DOCKER_HUB_AUTH_KEY,
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "https://index.docker.io/v1",
+            "https://registry-1.docker.io",
+        ]
+    return [
+        registry,
+        f"https://{registry}",
+        f"http://{registry}",
+        f"https://{registry}/v1/",
+        f"https://{registry}/v2/",
+    ]
 
 
 def _from_helper(helper: str, server: str) -> Credentials | None:
@@ -44,8 +56,10 @@ def _from_helper(helper: str, server: str) -> Credentials | None:
     try:
         out = subprocess.run([exe, "get"], input=server.encode(), capture_output=True, timeout=30)
     except FileNotFoundError as e:
-        raise AuthError(f"credential helper {exe} is configured but not installed",
-                        f"install {exe} or remove it from {docker_config_path()}") from e
+        raise AuthError(
+            f"credential helper {exe} is configured but not installed",
+            f"install {exe} or remove it from {docker_config_path()}",
+        ) from e
     if out.returncode != 0:
         return None  # "credentials not found" is an answer, not an error
     data = json.loads(out.stdout)
@@ -109,8 +123,10 @@ def store(registry: str, creds: Credentials) -> str:
         except FileNotFoundError as e:
             raise AuthError(f"credential helper {exe} is configured but not installed") from e
         if out.returncode != 0:
-            raise AuthError(f"credential helper {exe} could not store the credentials: "
-                            f"{out.stderr.decode(errors='replace').strip()[:200]}")
+            raise AuthError(
+                f"credential helper {exe} could not store the credentials: "
+                f"{out.stderr.decode(errors='replace').strip()[:200]}"
+            )
         return exe
     raw = f"{creds.username}:{creds.password}".encode()
     config.setdefault("auths", {})[key] = {"auth": base64.b64encode(raw).decode()}

@@ -57,14 +57,21 @@ def _verify(data: bytes, digest: str, what: str) -> None:
         raise UnsupportedError(f"unsupported digest algorithm {algo!r} for {what}")
     actual = hashlib.new(algo, data).hexdigest()
     if actual != hexpart:
-        raise DigestMismatchError(f"{what} does not match its digest {digest} (got {algo}:{actual})",
-                                  "the registry served corrupt or tampered content; try again or report it")
+        raise DigestMismatchError(
+            f"{what} does not match its digest {digest} (got {algo}:{actual})",
+            "the registry served corrupt or tampered content; try again or report it",
+        )
 
 
 def fetch_manifest(t: Transport, ref: Reference, reference: str) -> tuple[bytes, str, str]:
     """GET a manifest by tag or digest; return (bytes, media type, verified digest)."""
-    resp = t.request("GET", f"/v2/{ref.repository}/manifests/{reference}", scope=_scope(ref),
-                     headers={"Accept": mt.ACCEPT}, what=f"for {ref.repository}:{reference}")
+    resp = t.request(
+        "GET",
+        f"/v2/{ref.repository}/manifests/{reference}",
+        scope=_scope(ref),
+        headers={"Accept": mt.ACCEPT},
+        what=f"for {ref.repository}:{reference}",
+    )
     data = resp.content
     if len(data) > MAX_MANIFEST:
         raise RegistryError(f"manifest of {ref} is larger than {MAX_MANIFEST} bytes; refusing it")
@@ -75,8 +82,10 @@ def fetch_manifest(t: Transport, ref: Reference, reference: str) -> tuple[bytes,
         digest = _digest_of(data)
         header = resp.headers.get("Docker-Content-Digest")
         if header and header.startswith("sha256:") and header != digest:
-            raise DigestMismatchError(f"manifest of {ref} does not match Docker-Content-Digest {header}",
-                                      "the registry served corrupt content; try again")
+            raise DigestMismatchError(
+                f"manifest of {ref} does not match Docker-Content-Digest {header}",
+                "the registry served corrupt content; try again",
+            )
     try:
         body = json.loads(data)
     except ValueError as e:
@@ -85,8 +94,10 @@ def fetch_manifest(t: Transport, ref: Reference, reference: str) -> tuple[bytes,
     if not body.get("mediaType"):
         media = mt.OCI_INDEX if "manifests" in body else mt.OCI_MANIFEST if "layers" in body else media
     if media in (mt.DOCKER_SCHEMA1, mt.DOCKER_SCHEMA1_SIGNED) or body.get("schemaVersion") == 1:
-        raise UnsupportedError(f"{ref} only has a Docker schema 1 manifest, which is deprecated",
-                               "push the image again with a current client")
+        raise UnsupportedError(
+            f"{ref} only has a Docker schema 1 manifest, which is deprecated",
+            "push the image again with a current client",
+        )
     return data, media, digest
 
 
@@ -96,8 +107,14 @@ def _norm_platform(p: str) -> tuple[str, str, str]:
         raise UnsupportedError(f"invalid platform {p!r}", "use os/arch[/variant], e.g. linux/amd64")
     os_, arch = parts[0], parts[1]
     variant = parts[2] if len(parts) > 2 else ""
-    arch = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm",
-            "i386": "386"}.get(arch, arch)
+    arch = {
+        "x86_64": "amd64",
+        "x86-64": "amd64",
+        "aarch64": "arm64",
+        "armhf": "arm",
+        "armel": "arm",
+        "i386": "386",
+    }.get(arch, arch)
     if parts[1] == "armhf" and not variant:
         variant = "v7"
     if parts[1] == "armel" and not variant:
@@ -115,8 +132,9 @@ def _platform_str(d: dict) -> str:
 def _is_attestation(desc: dict) -> bool:
     plat = desc.get("platform") or {}
     ann = desc.get("annotations") or {}
-    return (plat.get("os") == "unknown" and plat.get("architecture") == "unknown") or \
-        "vnd.docker.reference.type" in ann
+    return (
+        plat.get("os") == "unknown" and plat.get("architecture") == "unknown"
+    ) or "vnd.docker.reference.type" in ann
 
 
 def choose_platform(index: dict, want: str, ref: Reference) -> dict:
@@ -133,8 +151,10 @@ def choose_platform(index: dict, want: str, ref: Reference) -> dict:
         if p_os == w_os and p_arch == w_arch and (not w_var or p_var == w_var):
             candidates.append(desc)
     if not candidates:
-        raise NotFoundError(f"{ref} has no image for platform {want} (it has: {', '.join(available) or 'none'})",
-                            "choose one with --platform os/arch[/variant]")
+        raise NotFoundError(
+            f"{ref} has no image for platform {want} (it has: {', '.join(available) or 'none'})",
+            "choose one with --platform os/arch[/variant]",
+        )
     return candidates[0]
 
 
@@ -162,16 +182,19 @@ def resolve(t: Transport, ref: Reference, platform: str) -> ResolvedImage:
         c_os, c_arch, _ = _norm_platform(_platform_str(config))
         w_os, w_arch, _ = _norm_platform(platform)
         if (c_os, c_arch) != (w_os, w_arch):
-            raise NotFoundError(f"{ref} is a single-platform image for {plat}, not {platform}",
-                                f"pass --platform {plat} to pull it anyway")
+            raise NotFoundError(
+                f"{ref} is a single-platform image for {plat}, not {platform}",
+                f"pass --platform {plat} to pull it anyway",
+            )
     layers = body.get("layers") or []
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
     if len(diff_ids) != len(layers):
         raise RegistryError(f"config of {ref} lists {len(diff_ids)} diff_ids for {len(layers)} layers")
     for layer in layers:
         if layer.get("mediaType") not in mt.LAYER_COMPRESSION:
-            raise UnsupportedError(f"layer {layer.get('digest')} of {ref} has unsupported media type "
-                                   f"{layer.get('mediaType')!r}")
+            raise UnsupportedError(
+                f"layer {layer.get('digest')} of {ref} has unsupported media type {layer.get('mediaType')!r}"
+            )
     return ResolvedImage(ref, digest, data, body, config_bytes, config, plat, index_digest, layers)
 
 
@@ -180,15 +203,20 @@ def fetch_small_blob(t: Transport, ref: Reference, desc: dict, what: str) -> byt
         raise RegistryError(f"manifest of {ref} has no {what} descriptor")
     if int(desc.get("size") or 0) > MAX_MANIFEST:
         raise RegistryError(f"{what} of {ref} is too large ({desc['size']} bytes)")
-    resp = t.request("GET", f"/v2/{ref.repository}/blobs/{desc['digest']}", scope=_scope(ref),
-                     what=f"{what} {desc['digest']}")
+    resp = t.request(
+        "GET",
+        f"/v2/{ref.repository}/blobs/{desc['digest']}",
+        scope=_scope(ref),
+        what=f"{what} {desc['digest']}",
+    )
     data = resp.content
     _verify(data, desc["digest"], f"{what} of {ref}")
     return data
 
 
-def download_blob(t: Transport, ref: Reference, desc: dict, partial: Path,
-                  progress: Callable[[int], None] | None = None) -> None:
+def download_blob(
+    t: Transport, ref: Reference, desc: dict, partial: Path, progress: Callable[[int], None] | None = None
+) -> None:
     """Stream a blob into ``partial`` (resuming what is there with ``Range``) and verify it.
 
     The sha256 is computed while the bytes arrive. On a mismatch the partial file is removed
@@ -201,8 +229,15 @@ def download_blob(t: Transport, ref: Reference, desc: dict, partial: Path,
     path = f"/v2/{ref.repository}/blobs/{digest}"
 
     def from_registry(hdrs):
-        return t.request("GET", path, scope=_scope(ref), headers=hdrs, stream=True, ok=(200, 206),
-                         what=f"blob {digest[:19]}")
+        return t.request(
+            "GET",
+            path,
+            scope=_scope(ref),
+            headers=hdrs,
+            stream=True,
+            ok=(200, 206),
+            what=f"blob {digest[:19]}",
+        )
 
     try:
         h = _stream_resumable(from_registry, desc, partial, progress, t.retries)
@@ -215,15 +250,18 @@ def download_blob(t: Transport, ref: Reference, desc: dict, partial: Path,
     size = desc.get("size")
     if actual != digest or (size is not None and got != size):
         partial.unlink(missing_ok=True)
-        raise DigestMismatchError(f"blob {digest} of {ref} failed verification (got {actual}, {got} bytes)",
-                                  "the registry served corrupt data; run the command again")
+        raise DigestMismatchError(
+            f"blob {digest} of {ref} failed verification (got {actual}, {got} bytes)",
+            "the registry served corrupt data; run the command again",
+        )
 
 
 def _download_foreign(t: Transport, desc: dict, urls: list[str], partial: Path, progress):
     last: Exception | None = None
     for url in urls:
-        if not url.startswith("https://") and not (url.startswith("http://") and
-                                                   is_loopback(urlsplit(url).netloc)):
+        if not url.startswith("https://") and not (
+            url.startswith("http://") and is_loopback(urlsplit(url).netloc)
+        ):
             last = UnsupportedError(f"refusing non-HTTPS foreign layer URL {url}")
             continue
 

@@ -20,8 +20,13 @@ from .transport import Transport
 
 MONOLITHIC_MAX = 32 << 20
 CHUNK = 64 << 20
-_NET_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-               requests.exceptions.Timeout, urllib3.exceptions.HTTPError, ConnectionError)
+_NET_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.Timeout,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+)
 
 
 def push_scope(ref: Reference) -> str:
@@ -34,13 +39,19 @@ def check_access(t: Transport, ref: Reference) -> None:
 
 
 def blob_exists(t: Transport, ref: Reference, digest: str) -> bool:
-    resp = t.request("HEAD", f"/v2/{ref.repository}/blobs/{digest}", scope=push_scope(ref), ok=(200, 404),
-                     what=f"checking blob {digest[:19]}")
+    resp = t.request(
+        "HEAD",
+        f"/v2/{ref.repository}/blobs/{digest}",
+        scope=push_scope(ref),
+        ok=(200, 404),
+        what=f"checking blob {digest[:19]}",
+    )
     return resp.status_code == 200
 
 
-def start_upload(t: Transport, ref: Reference, digest: str | None = None,
-                 mount_from: str | None = None) -> tuple[bool, str]:
+def start_upload(
+    t: Transport, ref: Reference, digest: str | None = None, mount_from: str | None = None
+) -> tuple[bool, str]:
     """POST an upload; with ``mount_from`` try a cross-repository mount first.
 
     Returns ``(mounted, location)``: a 201 means the blob is already there.
@@ -50,8 +61,15 @@ def start_upload(t: Transport, ref: Reference, digest: str | None = None,
     if mount_from and digest:
         path += "?" + urlencode({"mount": digest, "from": mount_from})
         scope = f"{scope} repository:{mount_from}:pull"
-    resp = t.request("POST", path, scope=scope, ok=(201, 202), what="starting an upload",
-                     headers={"Content-Length": "0"}, data=b"")
+    resp = t.request(
+        "POST",
+        path,
+        scope=scope,
+        ok=(201, 202),
+        what="starting an upload",
+        headers={"Content-Length": "0"},
+        data=b"",
+    )
     location = _location(t, resp, path)
     return resp.status_code == 201, location
 
@@ -72,8 +90,14 @@ def with_digest(location: str, digest: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
-def upload_monolithic(t: Transport, ref: Reference, location: str, path: Path, digest: str,
-                      progress: Callable[[int], None] | None = None) -> None:
+def upload_monolithic(
+    t: Transport,
+    ref: Reference,
+    location: str,
+    path: Path,
+    digest: str,
+    progress: Callable[[int], None] | None = None,
+) -> None:
     size = path.stat().st_size
 
     def body():
@@ -82,18 +106,32 @@ def upload_monolithic(t: Transport, ref: Reference, location: str, path: Path, d
         return _FileBody(path, 0, size, progress)
 
     try:
-        t.request("PUT", with_digest(location, digest), scope=push_scope(ref), data=body, ok=(201, 204),
-                  headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-                  what=f"uploading blob {digest[:19]}", timeout=300)
+        t.request(
+            "PUT",
+            with_digest(location, digest),
+            scope=push_scope(ref),
+            data=body,
+            ok=(201, 204),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            what=f"uploading blob {digest[:19]}",
+            timeout=300,
+        )
     except (RegistryError, *_NET_ERRORS):
         # the answer may be what got lost: the blob can be there already
         if not blob_exists(t, ref, digest):
             raise
 
 
-def upload_chunked(t: Transport, ref: Reference, location: str, path: Path, digest: str,
-                   progress: Callable[[int], None] | None = None, chunk: int | None = None,
-                   offset: int = 0) -> None:
+def upload_chunked(
+    t: Transport,
+    ref: Reference,
+    location: str,
+    path: Path,
+    digest: str,
+    progress: Callable[[int], None] | None = None,
+    chunk: int | None = None,
+    offset: int = 0,
+) -> None:
     """PATCH the blob in chunks; after a dropped connection ask the registry how much it has
     (GET on the upload URL → ``Range: 0-N``) and go on from there."""
     size = path.stat().st_size
@@ -102,12 +140,21 @@ def upload_chunked(t: Transport, ref: Reference, location: str, path: Path, dige
     while offset < size:
         end = min(offset + chunk, size)
         try:
-            resp = t.request("PATCH", location, scope=push_scope(ref), ok=(202,), retry=False,
-                             data=_FileBody(path, offset, end, progress),
-                             headers={"Content-Type": "application/octet-stream",
-                                      "Content-Range": f"{offset}-{end - 1}",
-                                      "Content-Length": str(end - offset)},
-                             what=f"uploading blob {digest[:19]}", timeout=300)
+            resp = t.request(
+                "PATCH",
+                location,
+                scope=push_scope(ref),
+                ok=(202,),
+                retry=False,
+                data=_FileBody(path, offset, end, progress),
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{offset}-{end - 1}",
+                    "Content-Length": str(end - offset),
+                },
+                what=f"uploading blob {digest[:19]}",
+                timeout=300,
+            )
         except (RegistryError, *_NET_ERRORS) as e:
             if isinstance(e, RegistryError) and e.status and e.status < 500 and e.status != 429:
                 raise
@@ -137,8 +184,14 @@ def _recover(t: Transport, ref: Reference, location: str) -> tuple[str, int]:
     return location, 0
 
 
-def upload_streaming(t: Transport, ref: Reference, path: Path, reader, digest_when_done: Callable[[], str],
-                     progress: Callable[[int], None] | None = None) -> None:
+def upload_streaming(
+    t: Transport,
+    ref: Reference,
+    path: Path,
+    reader,
+    digest_when_done: Callable[[], str],
+    progress: Callable[[int], None] | None = None,
+) -> None:
     """Upload a blob while it is still being written: one streamed ``PATCH`` fed by ``reader``
     (which blocks until more bytes exist and ends when the writer is done), then the ``PUT``
     with the digest. If the stream breaks, finish from the complete file with ``upload_chunked``."""
@@ -151,9 +204,17 @@ def upload_streaming(t: Transport, ref: Reference, path: Path, reader, digest_wh
             yield chunk
 
     try:
-        resp = t.request("PATCH", location, scope=push_scope(ref), ok=(202,), retry=False, data=body(),
-                         headers={"Content-Type": "application/octet-stream"}, timeout=300,
-                         what="streaming a blob")
+        resp = t.request(
+            "PATCH",
+            location,
+            scope=push_scope(ref),
+            ok=(202,),
+            retry=False,
+            data=body(),
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=300,
+            what="streaming a blob",
+        )
         location = _location(t, resp, location) or location
     except (RegistryError, *_NET_ERRORS) as e:
         if isinstance(e, RegistryError) and e.status and e.status < 500 and e.status not in (404, 416, 429):
@@ -185,13 +246,27 @@ def _range_end(resp: requests.Response, default: int) -> int:
 
 
 def commit_upload(t: Transport, ref: Reference, location: str, digest: str) -> None:
-    t.request("PUT", with_digest(location, digest), scope=push_scope(ref), ok=(201, 204), data=b"",
-              headers={"Content-Length": "0"}, what=f"committing blob {digest[:19]}")
+    t.request(
+        "PUT",
+        with_digest(location, digest),
+        scope=push_scope(ref),
+        ok=(201, 204),
+        data=b"",
+        headers={"Content-Length": "0"},
+        what=f"committing blob {digest[:19]}",
+    )
 
 
 def put_manifest(t: Transport, ref: Reference, tag: str, data: bytes, media_type: str) -> str:
-    resp = t.request("PUT", f"/v2/{ref.repository}/manifests/{tag}", scope=push_scope(ref), ok=(201,),
-                     data=data, headers={"Content-Type": media_type}, what=f"pushing manifest {tag}")
+    resp = t.request(
+        "PUT",
+        f"/v2/{ref.repository}/manifests/{tag}",
+        scope=push_scope(ref),
+        ok=(201,),
+        data=data,
+        headers={"Content-Type": media_type},
+        what=f"pushing manifest {tag}",
+    )
     return resp.headers.get("Docker-Content-Digest", "")
 
 
@@ -226,8 +301,15 @@ class _FileBody:
             pass
 
 
-def upload_blob(t: Transport, ref: Reference, path: Path, digest: str, *, mount_from: list[str] = (),
-                progress: Callable[[int], None] | None = None) -> str:
+def upload_blob(
+    t: Transport,
+    ref: Reference,
+    path: Path,
+    digest: str,
+    *,
+    mount_from: list[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> str:
     """Make sure the registry has the blob: ``"exists"``, ``"mounted"`` or ``"uploaded"``."""
     if blob_exists(t, ref, digest):
         return "exists"

@@ -44,8 +44,17 @@ class _Token:
 class Transport:
     """Authenticated, retrying HTTP to one registry."""
 
-    def __init__(self, registry: str, api_host: str, settings: Settings, *,
-                 retries: int = 4, backoff: float = 0.5, credentials=None, actions: str = "pull"):
+    def __init__(
+        self,
+        registry: str,
+        api_host: str,
+        settings: Settings,
+        *,
+        retries: int = 4,
+        backoff: float = 0.5,
+        credentials=None,
+        actions: str = "pull",
+    ):
         self.registry = registry
         self.host = api_host
         self.settings = settings
@@ -62,8 +71,10 @@ class Transport:
         # passed on every request: requests lets REQUESTS_CA_BUNDLE override a session's verify
         self.verify = settings.ca_cert or True
         if settings.ca_cert and not os.path.isfile(settings.ca_cert):
-            raise ConfigError(f"CA certificate file {settings.ca_cert} does not exist",
-                              "pass the PEM file that signed the registry's certificate")
+            raise ConfigError(
+                f"CA certificate file {settings.ca_cert} does not exist",
+                "pass the PEM file that signed the registry's certificate",
+            )
         self.base = None  # scheme://host, decided by ping()
 
     # -- scheme and challenge -------------------------------------------------
@@ -90,9 +101,12 @@ class Transport:
             if resp.status_code == 401 and "WWW-Authenticate" in resp.headers:
                 self._challenge = parse_challenge(resp.headers["WWW-Authenticate"])
             elif resp.status_code >= 500:
-                raise RegistryError(f"registry {self.registry} answered HTTP {resp.status_code} to /v2/",
-                                    "the registry is unwell; try again later", status=resp.status_code,
-                                    temporary=True)
+                raise RegistryError(
+                    f"registry {self.registry} answered HTTP {resp.status_code} to /v2/",
+                    "the registry is unwell; try again later",
+                    status=resp.status_code,
+                    temporary=True,
+                )
             return
         if isinstance(last, requests.exceptions.SSLError):
             raise UnreachableError(
@@ -146,8 +160,13 @@ class Transport:
         c = self.credentials
         try:
             if c and c.identity_token:
-                form = dict(query[:1], grant_type="refresh_token", refresh_token=c.identity_token,
-                            client_id="socker", scope=" ".join(scopes))
+                form = dict(
+                    query[:1],
+                    grant_type="refresh_token",
+                    refresh_token=c.identity_token,
+                    client_id="socker",
+                    scope=" ".join(scopes),
+                )
                 resp = self.session.post(realm, data=form, timeout=60, verify=self.verify)
             else:
                 auth = (c.username, c.password) if c and c.username and c.password is not None else None
@@ -161,8 +180,11 @@ class Transport:
                 status=resp.status_code,
             )
         if resp.status_code != 200:
-            raise RegistryError(f"token server of {self.registry} answered HTTP {resp.status_code}",
-                                status=resp.status_code, temporary=resp.status_code >= 500)
+            raise RegistryError(
+                f"token server of {self.registry} answered HTTP {resp.status_code}",
+                status=resp.status_code,
+                temporary=resp.status_code >= 500,
+            )
         body = resp.json()
         value = body.get("token") or body.get("access_token")
         if not value:
@@ -177,9 +199,21 @@ class Transport:
             self.ping()
         return path if path.startswith(("http://", "https://")) else self.base + path
 
-    def request(self, method: str, path: str, *, scope: str | None = None, headers: dict | None = None,
-                stream: bool = False, data=None, ok=(200,), what: str = "", timeout: float = 60,
-                follow: bool = True, retry: bool = True) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str | None = None,
+        headers: dict | None = None,
+        stream: bool = False,
+        data=None,
+        ok=(200,),
+        what: str = "",
+        timeout: float = 60,
+        follow: bool = True,
+        retry: bool = True,
+    ) -> requests.Response:
         """Send with auth, retries and safe redirects; raise ``RegistryError`` unless status in ``ok``.
 
         ``data`` may be a callable returning the body, so that a retry can send it again;
@@ -195,12 +229,13 @@ class Transport:
                 hdrs["Authorization"] = auth
             body = data() if callable(data) else data  # a callable makes a fresh body per attempt
             try:
-                resp = self._send(method, url, hdrs, stream=stream, data=body, timeout=timeout,
-                                  follow=follow)
+                resp = self._send(method, url, hdrs, stream=stream, data=body, timeout=timeout, follow=follow)
             except requests.exceptions.RequestException as e:
                 if not retry or attempt >= self.retries or not _retryable_exc(e):
-                    raise UnreachableError(f"lost connection to {self.registry} {what}: {_short(e)}".replace("  ", " "),
-                                           "check the network and the registry, then run the command again") from e
+                    raise UnreachableError(
+                        f"lost connection to {self.registry} {what}: {_short(e)}".replace("  ", " "),
+                        "check the network and the registry, then run the command again",
+                    ) from e
                 self._sleep(attempt, None)
                 attempt += 1
                 continue
@@ -224,9 +259,21 @@ class Transport:
 
     def _send(self, method, url, headers, *, stream=False, data=None, timeout=60, follow=True):
         for _ in range(10):
-            resp = self.session.request(method, url, headers=headers, data=data, stream=stream,
-                                        timeout=timeout, allow_redirects=False, verify=self.verify)
-            if not follow or resp.status_code not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
+            resp = self.session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                stream=stream,
+                timeout=timeout,
+                allow_redirects=False,
+                verify=self.verify,
+            )
+            if (
+                not follow
+                or resp.status_code not in (301, 302, 303, 307, 308)
+                or "Location" not in resp.headers
+            ):
                 return resp
             target = urljoin(url, resp.headers["Location"])
             _drain(resp)
@@ -248,8 +295,14 @@ class Transport:
 
 
 def _retryable_exc(e: Exception) -> bool:
-    return isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                          requests.exceptions.ChunkedEncodingError))
+    return isinstance(
+        e,
+        (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ),
+    )
 
 
 def _drain(resp: requests.Response) -> None:
@@ -262,7 +315,9 @@ def _drain(resp: requests.Response) -> None:
 
 def _short(e: Exception | None) -> str:
     text = str(e) if e else "unknown error"
-    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)|(Connection refused|Name or service not known|timed out)", text)
+    m = re.search(
+        r"\[Errno -?\d+\] ([^'\")]+)|(Connection refused|Name or service not known|timed out)", text
+    )
     if m:
         return (m.group(1) or m.group(2)).strip()
     return text if len(text) < 160 else text[:157] + "..."
@@ -270,7 +325,11 @@ def _short(e: Exception | None) -> str:
 
 def _tls_reason(e: Exception) -> str:
     text = str(e)
-    for pattern in (r"certificate verify failed: ([^(\]']+)", r"(wrong version number)", r"\[SSL: ([A-Z_]+)\]"):
+    for pattern in (
+        r"certificate verify failed: ([^(\]']+)",
+        r"(wrong version number)",
+        r"\[SSL: ([A-Z_]+)\]",
+    ):
         m = re.search(pattern, text)
         if m:
             return m.group(1).strip()
@@ -278,8 +337,10 @@ def _tls_reason(e: Exception) -> str:
 
 
 def _login_hint(registry: str) -> str:
-    return (f"set DOCKER_USERNAME and DOCKER_PASSWORD, or log in to {registry} so that "
-            "~/.docker/config.json has credentials")
+    return (
+        f"set DOCKER_USERNAME and DOCKER_PASSWORD, or log in to {registry} so that "
+        "~/.docker/config.json has credentials"
+    )
 
 
 def error_from(resp: requests.Response, registry: str, what: str) -> RegistryError:
@@ -300,8 +361,11 @@ def error_from(resp: requests.Response, registry: str, what: str) -> RegistryErr
     if status == 401:
         return AuthError(f"{registry} requires authentication{what}{detail}", _login_hint(registry), **kw)
     if status == 403 or "DENIED" in codes:
-        return AuthError(f"{registry} denied access{what}{detail}",
-                         "check that your account may access this repository", **kw)
+        return AuthError(
+            f"{registry} denied access{what}{detail}",
+            "check that your account may access this repository",
+            **kw,
+        )
     if status == 404 or codes & {"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"}:
         if "NAME_UNKNOWN" in codes:
             hint = "check the repository name (Docker Hub official images live under library/)"
@@ -310,6 +374,9 @@ def error_from(resp: requests.Response, registry: str, what: str) -> RegistryErr
         else:
             hint = "check the image name and tag"
         return NotFoundError(f"not found on {registry}{what}{detail}", hint, **kw)
-    return RegistryError(f"{registry} answered HTTP {status}{what}{detail}",
-                         "try again later" if status >= 500 or status == 429 else None,
-                         temporary=status >= 500 or status == 429, **kw)
+    return RegistryError(
+        f"{registry} answered HTTP {status}{what}{detail}",
+        "try again later" if status >= 500 or status == 429 else None,
+        temporary=status >= 500 or status == 429,
+        **kw,
+    )

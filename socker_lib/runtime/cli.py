@@ -12,7 +12,11 @@ from ..errors import SockerError
 def _settings():
     from ..settings import Settings
 
-    files = ["/etc/socker.yaml", os.path.expanduser("~/.socker.yaml"), os.path.join(os.getcwd(), "socker.yaml")]
+    files = [
+        "/etc/socker.yaml",
+        os.path.expanduser("~/.socker.yaml"),
+        os.path.join(os.getcwd(), "socker.yaml"),
+    ]
     if any(os.path.exists(f) for f in files):
         # config files exist: let invoke read them exactly as the other commands do
         from ..program import program
@@ -92,8 +96,10 @@ def _remove_state(path: str) -> None:
 def _check_name_free(manage, home, name: str) -> None:
     for state in manage.list_containers(home, all=False):
         if state.get("name") == name:
-            raise SockerError(f"the name {name!r} is already used by running container {state['id'][:12]}",
-                              f"pick another --name, or stop it: socker stop {name}")
+            raise SockerError(
+                f"the name {name!r} is already used by running container {state['id'][:12]}",
+                f"pick another --name, or stop it: socker stop {name}",
+            )
 
 
 def main(argv: list[str]) -> int:

@@ -856,8 +856,10 @@ def container_env(home, id_or_name: str) -> list[str]:
         with open(f"/proc/{state['pid']}/environ", "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise SockerError(f"cannot read the environment of container {state['id'][:12]}: {e.strerror}",
-                          "is it still running? see socker ps") from None
+        raise SockerError(
+            f"cannot read the environment of container {state['id'][:12]}: {e.strerror}",
+            "is it still running? see socker ps",
+        ) from None
     return [item.decode("utf-8", "surrogateescape") for item in raw.split(b"\0") if item]
 
 

@@ -56,26 +56,40 @@ Options:
 
 # option name -> (destination, kind): "flag", "value" or "list"
 _OPTIONS = {
-    "-d": ("detach", "flag"), "--detach": ("detach", "flag"),
+    "-d": ("detach", "flag"),
+    "--detach": ("detach", "flag"),
     "--name": ("name", "value"),
-    "-i": ("interactive", "flag"), "--interactive": ("interactive", "flag"),
-    "-t": ("tty", "flag"), "--tty": ("tty", "flag"),
-    "-e": ("env", "list"), "--env": ("env", "list"),
+    "-i": ("interactive", "flag"),
+    "--interactive": ("interactive", "flag"),
+    "-t": ("tty", "flag"),
+    "--tty": ("tty", "flag"),
+    "-e": ("env", "list"),
+    "--env": ("env", "list"),
     "--env-file": ("env_file", "list"),
-    "-w": ("workdir", "value"), "--workdir": ("workdir", "value"),
-    "-u": ("user", "value"), "--user": ("user", "value"),
+    "-w": ("workdir", "value"),
+    "--workdir": ("workdir", "value"),
+    "-u": ("user", "value"),
+    "--user": ("user", "value"),
     "--entrypoint": ("entrypoint", "value"),
-    "-h": ("hostname", "value"), "--hostname": ("hostname", "value"),
-    "-v": ("volume", "list"), "--volume": ("volume", "list"),
+    "-h": ("hostname", "value"),
+    "--hostname": ("hostname", "value"),
+    "-v": ("volume", "list"),
+    "--volume": ("volume", "list"),
     "--tmpfs": ("tmpfs", "list"),
     "--read-only": ("read_only", "flag"),
-    "--rm": ("ephemeral", "flag"), "--ephemeral": ("ephemeral", "flag"),
-    "--network": ("network", "value"), "--net": ("network", "value"),
-    "--dns": ("dns", "list"), "--add-host": ("add_host", "list"),
-    "--cap-add": ("cap_add", "list"), "--cap-drop": ("cap_drop", "list"),
+    "--rm": ("ephemeral", "flag"),
+    "--ephemeral": ("ephemeral", "flag"),
+    "--network": ("network", "value"),
+    "--net": ("network", "value"),
+    "--dns": ("dns", "list"),
+    "--add-host": ("add_host", "list"),
+    "--cap-add": ("cap_add", "list"),
+    "--cap-drop": ("cap_drop", "list"),
     "--privileged": ("privileged", "flag"),
-    "-m": ("memory", "value"), "--memory": ("memory", "value"),
-    "--cpus": ("cpus", "value"), "--pids-limit": ("pids_limit", "value"),
+    "-m": ("memory", "value"),
+    "--memory": ("memory", "value"),
+    "--cpus": ("cpus", "value"),
+    "--pids-limit": ("pids_limit", "value"),
     "--platform": ("platform", "value"),
     "--help": ("help", "flag"),
 }
@@ -186,6 +200,7 @@ def _store(opts: RunOptions, dest: str, kind: str, value: str) -> None:
 
 # -- from options and image config to a spec -------------------------------------------------
 
+
 def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?\s*", text.lower())
     if not m:
@@ -242,8 +257,10 @@ def command_line(opts: RunOptions, config: dict) -> list[str]:
         cmd = opts.command or list(config.get("Cmd") or [])
     args = entrypoint + cmd
     if not args:
-        raise UsageError("no command given and the image has no Entrypoint or Cmd",
-                         "name one after the image: socker run IMAGE /bin/sh")
+        raise UsageError(
+            "no command given and the image has no Entrypoint or Cmd",
+            "name one after the image: socker run IMAGE /bin/sh",
+        )
     return args
 
 
@@ -256,8 +273,10 @@ def mounts(opts: RunOptions) -> list[Mount]:
         src, dst = parts[0], parts[1]
         mode = parts[2].split(",") if len(parts) == 3 else []
         if not os.path.isabs(src):
-            raise UsageError(f"volume source {src!r} must be an absolute host path",
-                             "named volumes are not supported; use -v /abs/path:/dst")
+            raise UsageError(
+                f"volume source {src!r} must be an absolute host path",
+                "named volumes are not supported; use -v /abs/path:/dst",
+            )
         if not os.path.isabs(dst):
             raise UsageError(f"volume target {dst!r} must be an absolute path in the container")
         bad = [m for m in mode if m not in ("ro", "rw", "z", "Z", "rbind", "bind")]

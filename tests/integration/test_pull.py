@@ -31,8 +31,14 @@ def every_case_layers() -> list[list[oci.Entry]]:
     base = [
         *oci.busybox_entries(),
         oci.dir("data", mode=0o750, uid=1, gid=2),
-        oci.file("data/suid", b"#!/bin/sh\n", mode=0o4755, uid=1000, gid=1000,
-                 xattrs={"user.note": b"\xff\x00bin", "security.capability": oci.file_capability(10)}),
+        oci.file(
+            "data/suid",
+            b"#!/bin/sh\n",
+            mode=0o4755,
+            uid=1000,
+            gid=1000,
+            xattrs={"user.note": b"\xff\x00bin", "security.capability": oci.file_capability(10)},
+        ),
         oci.file("data/sgid", b"g", mode=0o2711),
         oci.dir("data/sticky", mode=0o1777),
         oci.hardlink("data/suid-link", "data/suid"),
@@ -45,12 +51,19 @@ def every_case_layers() -> list[list[oci.Entry]]:
         oci.file("data/" + "long-name-" * 12, b"pax path"),
         oci.file("data/ünïcødé-名前", b"utf8"),
         oci.file("data/mtime", b"m", mtime=1_234_567_890),
-        oci.dir("gone-dir"), oci.file("gone-dir/x", b"x"), oci.file("gone", b"g"),
-        oci.dir("opq"), oci.file("opq/lower", b"lower"), oci.dir("opq/sub"), oci.file("opq/sub/y", b"y"),
-        oci.dir("to-file"), oci.file("to-file/child", b"c"),
+        oci.dir("gone-dir"),
+        oci.file("gone-dir/x", b"x"),
+        oci.file("gone", b"g"),
+        oci.dir("opq"),
+        oci.file("opq/lower", b"lower"),
+        oci.dir("opq/sub"),
+        oci.file("opq/sub/y", b"y"),
+        oci.dir("to-file"),
+        oci.file("to-file/child", b"c"),
         oci.file("to-dir", b"f"),
         oci.symlink("link-to-dir", "data"),
-        oci.dir("dir-to-link"), oci.file("dir-to-link/z", b"z"),
+        oci.dir("dir-to-link"),
+        oci.file("dir-to-link/z", b"z"),
     ]
     middle = [
         oci.whiteout("gone"),
@@ -59,8 +72,10 @@ def every_case_layers() -> list[list[oci.Entry]]:
         oci.file("opq/upper", b"upper"),
         oci.opaque("opq"),  # after "upper": the same-layer rule keeps it
         oci.file("to-file", b"now a file"),
-        oci.dir("to-dir"), oci.file("to-dir/inside", b"i"),
-        oci.dir("link-to-dir"), oci.file("link-to-dir/real", b"r"),
+        oci.dir("to-dir"),
+        oci.file("to-dir/inside", b"i"),
+        oci.dir("link-to-dir"),
+        oci.file("link-to-dir/real", b"r"),
         oci.symlink("dir-to-link", "data"),
         oci.file("data/suid", b"#!/bin/sh\necho v2\n", mode=0o4755, uid=1000, gid=1000),
         oci.dir("data", mode=0o755, uid=3, gid=4),  # attributes only
@@ -102,12 +117,19 @@ def home(tmp_path):
 
 # -- correctness against the referee ------------------------------------------------------
 
-@pytest.mark.parametrize("compression, docker", [("gzip", False), ("zstd", False), ("gzip", True), ("none", False)])
+
+@pytest.mark.parametrize(
+    "compression, docker", [("gzip", False), ("zstd", False), ("gzip", True), ("none", False)]
+)
 def test_multilayer_image_matches_umoci(image_factory, home, tmp_path, compression, docker):
     needs_root()
     needs_tool("umoci")
-    img = image_factory(every_case_layers(), compression=compression, docker=docker,
-                        config={"Cmd": ["/bin/sh"], "Env": ["A=1"]})
+    img = image_factory(
+        every_case_layers(),
+        compression=compression,
+        docker=docker,
+        config={"Cmd": ["/bin/sh"], "Env": ["A=1"]},
+    )
     out = socker_pull(img.ref, home)
     path = Path(out.stdout.strip())
     assert path == home / "images" / img.registry.host / img.repo / img.tag
@@ -136,7 +158,12 @@ def test_index_with_two_platforms(image_factory, home, tmp_path):
     assert_like_umoci(path, umoci_tree(img.ref, tmp_path, platform=other))
     meta = json.loads((home / "meta" / img.registry.host / img.repo / img.tag / "image.json").read_text())
     assert meta["indexDigest"] == img.digest and meta["platform"].startswith(other)
-    assert meta["digest"] == img.info["platforms"][next(p for p in img.info["platforms"] if p.startswith(other))]["manifest_digest"]
+    assert (
+        meta["digest"]
+        == img.info["platforms"][next(p for p in img.info["platforms"] if p.startswith(other))][
+            "manifest_digest"
+        ]
+    )
 
 
 def test_missing_platform_lists_what_exists(image_factory, home):
@@ -156,7 +183,10 @@ def test_pull_by_digest_has_its_own_directory(image_factory, home):
 
 # -- caching -----------------------------------------------------------------------------
 
-def test_second_pull_downloads_nothing_and_shared_layers_are_shared(proxy_factory, registry, image_factory, home):
+
+def test_second_pull_downloads_nothing_and_shared_layers_are_shared(
+    proxy_factory, registry, image_factory, home
+):
     base = oci.busybox_entries()
     a = image_factory([base, [oci.file("a", b"a")]])
     b = image_factory([base, [oci.file("b", b"b")]])
@@ -170,7 +200,8 @@ def test_second_pull_downloads_nothing_and_shared_layers_are_shared(proxy_factor
     out = socker_pull(ref_a, home)
     assert "up to date" in out.stderr
     assert proxy.matching("GET", "/blobs/sha256") == [] or all(
-        a.info["config_digest"] in r.path for r in proxy.matching("GET", "/blobs/"))
+        a.info["config_digest"] in r.path for r in proxy.matching("GET", "/blobs/")
+    )
     proxy.reset()
     socker_pull(ref_b, home, "--force")
     layer_gets = [r.path for r in proxy.matching("GET", "/blobs/") if b.info["config_digest"] not in r.path]
@@ -188,10 +219,14 @@ def test_force_repull_restores_local_edits(image_factory, home):
 
 # -- auth --------------------------------------------------------------------------------
 
+
 def test_htpasswd_registry_with_env_credentials(auth_registry, image_factory, home):
     img = image_factory([oci.busybox_entries()], registry=auth_registry)
-    env = {"DOCKER_USERNAME": auth_registry.username, "DOCKER_PASSWORD": auth_registry.password,
-           "DOCKER_CONFIG": str(home / "nodocker")}
+    env = {
+        "DOCKER_USERNAME": auth_registry.username,
+        "DOCKER_PASSWORD": auth_registry.password,
+        "DOCKER_CONFIG": str(home / "nodocker"),
+    }
     out = socker_pull(img.ref, home, env=env)
     assert (Path(out.stdout.strip()) / "bin/busybox").exists()
     assert auth_registry.password not in out.stdout + out.stderr
@@ -206,8 +241,11 @@ def test_htpasswd_registry_with_docker_config(auth_registry, image_factory, home
 
 def test_wrong_password_is_one_clear_line(auth_registry, image_factory, home):
     img = image_factory([oci.busybox_entries()], registry=auth_registry)
-    env = {"DOCKER_USERNAME": auth_registry.username, "DOCKER_PASSWORD": "not-the-password",
-           "DOCKER_CONFIG": str(home / "nodocker")}
+    env = {
+        "DOCKER_USERNAME": auth_registry.username,
+        "DOCKER_PASSWORD": "not-the-password",
+        "DOCKER_CONFIG": str(home / "nodocker"),
+    }
     proc = socker_pull(img.ref, home, env=env, check=False)
     assert proc.returncode != 0
     assert proc.stderr.startswith("error: ") and "authentication" in proc.stderr
@@ -215,7 +253,9 @@ def test_wrong_password_is_one_clear_line(auth_registry, image_factory, home):
     assert not (home / "images" / auth_registry.host).exists()
 
 
-def test_token_registry_anonymous_and_cached_tokens(token_registry, token_server, image_factory, home, monkeypatch):
+def test_token_registry_anonymous_and_cached_tokens(
+    token_registry, token_server, image_factory, home, monkeypatch
+):
     img = image_factory([oci.busybox_entries(), [oci.file("x", b"x")]], registry=token_registry)
     token_server.reset()
     monkeypatch.delenv("DOCKER_USERNAME", raising=False)
@@ -228,7 +268,9 @@ def test_token_registry_anonymous_and_cached_tokens(token_registry, token_server
     assert all(r.basic_user is None for r in token_server.requests)
 
 
-def test_token_registry_with_credentials_and_expiry(token_registry, token_server, image_factory, home, monkeypatch):
+def test_token_registry_with_credentials_and_expiry(
+    token_registry, token_server, image_factory, home, monkeypatch
+):
     img = image_factory([oci.busybox_entries(), [oci.file("x", b"x")]], registry=token_registry)
     token_server.reset()
     token_server.anonymous_actions = None  # anonymous requests are refused
@@ -262,6 +304,7 @@ def test_token_refused_credentials(token_registry, token_server, image_factory, 
 
 # -- robustness ----------------------------------------------------------------------------
 
+
 def test_unknown_tag_and_repo(image_factory, registry, home):
     img = image_factory([oci.busybox_entries()])
     proc = socker_pull(f"{registry.host}/{img.repo}:nope", home, check=False)
@@ -270,7 +313,9 @@ def test_unknown_tag_and_repo(image_factory, registry, home):
         pull(f"{registry.host}/no/such-repo:1", Settings(home=home))
 
 
-def test_retries_429_and_cross_host_blob_redirect(auth_registry, proxy_factory, image_factory, home, monkeypatch):
+def test_retries_429_and_cross_host_blob_redirect(
+    auth_registry, proxy_factory, image_factory, home, monkeypatch
+):
     img = image_factory([oci.busybox_entries()], registry=auth_registry)
     proxy = proxy_factory(auth_registry)
     proxy.redirect_blobs = True
@@ -312,7 +357,9 @@ def test_failed_pull_keeps_previous_image(image_factory, registry, home, tmp_pat
     assert proc.returncode != 0 and "diff" in proc.stderr.lower() and "Traceback" not in proc.stderr
 
 
-def test_interrupted_pull_keeps_previous_image_and_resumes(image_factory, registry, proxy_factory, home, monkeypatch):
+def test_interrupted_pull_keeps_previous_image_and_resumes(
+    image_factory, registry, proxy_factory, home, monkeypatch
+):
     big = os.urandom(3 << 20)
     img = image_factory([oci.busybox_entries()])
     path = Path(socker_pull(img.ref, home).stdout.strip())
@@ -325,12 +372,14 @@ def test_interrupted_pull_keeps_previous_image_and_resumes(image_factory, regist
 
     def interrupted(get, desc, partial, progress, retries):
         if desc["digest"] == img2.info["layers"][1]:
+
             def half(hdrs):
                 resp = get(hdrs)
                 with open(partial, "ab") as f:
                     f.write(resp.raw.read(1 << 20))
                 resp.close()
                 raise KeyboardInterrupt
+
             return real_stream(half, desc, partial, progress, retries)
         return real_stream(get, desc, partial, progress, retries)
 
@@ -351,8 +400,16 @@ def test_interrupted_pull_keeps_previous_image_and_resumes(image_factory, regist
 def test_concurrent_pulls_of_one_image(image_factory, home):
     img = image_factory([oci.busybox_entries(), [oci.file("f" + str(i), b"x" * i) for i in range(200)]])
     e = dict(os.environ, SOCKER_HOME=str(home))
-    procs = [subprocess.Popen(["socker", "pull", "-q", img.ref], env=e, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            ["socker", "pull", "-q", img.ref],
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     path = Path(outs[0][0].strip())
@@ -382,8 +439,9 @@ def test_rootless_pull_records_what_it_could_not_apply(image_factory, tmp_path):
 
     import socker_lib.layers  # noqa: F401   interpreter's site-packages may be unreadable to nobody
 
-    img = image_factory([[*oci.busybox_entries(), oci.chardev("dev-null", 1, 3),
-                          oci.file("owned", b"o", uid=1234, gid=1234)]])
+    img = image_factory(
+        [[*oci.busybox_entries(), oci.chardev("dev-null", 1, 3), oci.file("owned", b"o", uid=1234, gid=1234)]]
+    )
     import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="socker-rootless-"))  # pytest's tmp dirs are root-only
@@ -410,8 +468,9 @@ def test_rootless_pull_records_what_it_could_not_apply(image_factory, tmp_path):
 def test_inv_and_socker_are_the_same_task(image_factory, home):
     img = image_factory([oci.busybox_entries()])
     e = dict(os.environ, SOCKER_HOME=str(home))
-    proc = subprocess.run(["inv", "pull", "-q", img.ref], cwd=REPO, capture_output=True, text=True, env=e,
-                          timeout=120)
+    proc = subprocess.run(
+        ["inv", "pull", "-q", img.ref], cwd=REPO, capture_output=True, text=True, env=e, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()) == home / "images" / img.registry.host / img.repo / img.tag
 
@@ -492,15 +551,37 @@ def tls_registry(registry, tmp_path):
 
     needs_tool("openssl")
     cert, key = tmp_path / "ca.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
-    config = registry_config(registry.storage_dir, port, None,
-                             {"http": {"tls": {"certificate": str(cert), "key": str(key)}}})
+    config = registry_config(
+        registry.storage_dir, port, None, {"http": {"tls": {"certificate": str(cert), "key": str(key)}}}
+    )
     cfg = tmp_path / "tls.yml"
     cfg.write_text(json.dumps(config))
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [REGISTRY_BIN, "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         for _ in range(200):
             try:

@@ -24,9 +24,15 @@ from tests.support.umoci import skopeo_to_layout, umoci_unpack
 pytestmark = pytest.mark.integration
 
 CONFIG = {
-    "Env": ["PATH=/bin", "A=1"], "Cmd": ["/bin/sh", "-c", "echo hi"], "Entrypoint": ["/bin/env"],
-    "WorkingDir": "/tmp", "User": "1:1", "Labels": {"org.example": "yes"}, "ExposedPorts": {"80/tcp": {}},
-    "Volumes": {"/data": {}}, "StopSignal": "SIGTERM",
+    "Env": ["PATH=/bin", "A=1"],
+    "Cmd": ["/bin/sh", "-c", "echo hi"],
+    "Entrypoint": ["/bin/env"],
+    "WorkingDir": "/tmp",
+    "User": "1:1",
+    "Labels": {"org.example": "yes"},
+    "ExposedPorts": {"80/tcp": {}},
+    "Volumes": {"/data": {}},
+    "StopSignal": "SIGTERM",
 }
 
 
@@ -72,12 +78,26 @@ def test_push_round_trip_through_skopeo_and_umoci(image_factory, registry, home,
     assert len(manifest["layers"]) == 1
     media = manifest["layers"][0]["mediaType"]
     assert media.endswith("zstd" if compression == "zstd" else "gzip")
-    assert manifest["mediaType"].startswith("application/vnd.oci" if fmt == "oci" else "application/vnd.docker")
-    info = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{dest}"],
-                                     capture_output=True, text=True, check=True).stdout)
+    assert manifest["mediaType"].startswith(
+        "application/vnd.oci" if fmt == "oci" else "application/vnd.docker"
+    )
+    info = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{dest}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert info["Digest"] == digest and len(info["Layers"]) == 1
-    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{dest}"],
-                                       capture_output=True, text=True, check=True).stdout)
+    config = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{dest}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     for key, value in CONFIG.items():
         assert config["config"][key] == value, key
     assert len(config["rootfs"]["diff_ids"]) == 1 and "flattened" in json.dumps(config["history"])
@@ -114,12 +134,16 @@ def test_tagged_copy_gives_same_layer_and_uses_cross_repo_mount(image_factory, r
     assert ra.layer_digest == rb.layer_digest and rb.uploaded == "mounted"
     mounts = [r for r in proxy.matching("POST") if "mount=" in r.path]
     assert mounts and f"from={img.repo}-a".replace("/", "%2F") in mounts[0].path
-    assert not proxy.matching("PATCH") and not [r for r in proxy.matching("PUT") if "/blobs/" in r.path and
-                                                ra.layer_digest.replace(":", "%3A") in r.path]
+    assert not proxy.matching("PATCH") and not [
+        r
+        for r in proxy.matching("PUT")
+        if "/blobs/" in r.path and ra.layer_digest.replace(":", "%3A") in r.path
+    ]
 
 
-def test_chunked_upload_resumes_after_dropped_connection(image_factory, registry, proxy_factory, home,
-                                                          monkeypatch):
+def test_chunked_upload_resumes_after_dropped_connection(
+    image_factory, registry, proxy_factory, home, monkeypatch
+):
     import socker_lib.registry.push as rpush
 
     big = os.urandom(3 << 20)
@@ -143,8 +167,9 @@ def test_chunked_upload_resumes_after_dropped_connection(image_factory, registry
     assert (back.path / "big").read_bytes() == big and result.uploaded == "uploaded"
 
 
-def test_push_with_htpasswd_and_wrong_password_fails_before_upload(auth_registry, image_factory, proxy_factory,
-                                                                   home, monkeypatch):
+def test_push_with_htpasswd_and_wrong_password_fails_before_upload(
+    auth_registry, image_factory, proxy_factory, home, monkeypatch
+):
     monkeypatch.setenv("DOCKER_USERNAME", auth_registry.username)
     monkeypatch.setenv("DOCKER_PASSWORD", auth_registry.password)
     img, _ = pulled(image_factory, home, [oci.busybox_entries()], registry=auth_registry)
@@ -153,8 +178,11 @@ def test_push_with_htpasswd_and_wrong_password_fails_before_upload(auth_registry
     proxy = proxy_factory(auth_registry)
     dest = f"{proxy.host}/{img.repo}:pushed"
     run_socker("tag", img.ref, dest, home=home)
-    bad = {"DOCKER_USERNAME": auth_registry.username, "DOCKER_PASSWORD": "nope-nope",
-           "DOCKER_CONFIG": str(home / "nodocker")}
+    bad = {
+        "DOCKER_USERNAME": auth_registry.username,
+        "DOCKER_PASSWORD": "nope-nope",
+        "DOCKER_CONFIG": str(home / "nodocker"),
+    }
     proc = run_socker("push", dest, home=home, env=bad, check=False)
     assert proc.returncode != 0 and "error:" in proc.stderr and "nope-nope" not in proc.stderr
     assert not [r for r in proxy.requests if r.method in ("POST", "PUT", "PATCH")]
@@ -163,7 +191,9 @@ def test_push_with_htpasswd_and_wrong_password_fails_before_upload(auth_registry
     assert auth_registry.manifest(f"{img.repo}:pushed")["layers"]
 
 
-def test_push_to_token_registry_asks_for_pull_push(token_registry, token_server, image_factory, home, monkeypatch):
+def test_push_to_token_registry_asks_for_pull_push(
+    token_registry, token_server, image_factory, home, monkeypatch
+):
     img, _ = pulled(image_factory, home, [oci.busybox_entries()], registry=token_registry)
     monkeypatch.setenv("DOCKER_USERNAME", token_registry.username)
     monkeypatch.setenv("DOCKER_PASSWORD", token_registry.password)
@@ -176,11 +206,28 @@ def test_push_to_token_registry_asks_for_pull_push(token_registry, token_server,
 def test_login_checks_and_stores_credentials(auth_registry, image_factory, home, tmp_path):
     docker_cfg = tmp_path / "dockercfg"
     env = {"DOCKER_CONFIG": str(docker_cfg), "DOCKER_USERNAME": "", "DOCKER_PASSWORD": ""}
-    proc = run_socker("login", auth_registry.host, "-u", auth_registry.username, "--password-stdin", home=home,
-                      env=env, input="wrong\n", check=False)
+    proc = run_socker(
+        "login",
+        auth_registry.host,
+        "-u",
+        auth_registry.username,
+        "--password-stdin",
+        home=home,
+        env=env,
+        input="wrong\n",
+        check=False,
+    )
     assert proc.returncode != 0 and "refused" in proc.stderr and not (docker_cfg / "config.json").exists()
-    run_socker("login", auth_registry.host, "-u", auth_registry.username, "--password-stdin", home=home, env=env,
-               input=auth_registry.password + "\n")
+    run_socker(
+        "login",
+        auth_registry.host,
+        "-u",
+        auth_registry.username,
+        "--password-stdin",
+        home=home,
+        env=env,
+        input=auth_registry.password + "\n",
+    )
     cfg = docker_cfg / "config.json"
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
     assert auth_registry.host in json.loads(cfg.read_text())["auths"]
@@ -212,7 +259,9 @@ def test_new_add_push_run_bash_and_ls(registry, home, tmp_path):
     assert "/usr/bin/bash" in out.stdout or "usr/bin/bash" in out.stdout
     run_socker("push", ref, home=home)
     back = pull(ref, Settings(home=tmp_path / "fresh")).path
-    proc = subprocess.run(["chroot", str(back), "/usr/bin/bash", "-c", "ls /"], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["chroot", str(back), "/usr/bin/bash", "-c", "ls /"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert "usr" in proc.stdout.split()
 
@@ -225,7 +274,9 @@ def test_tag_rm_images(image_factory, home):
     copy = home / "images/me/copy/1"
     assert (copy / "bin/busybox").read_bytes() == (path / "bin/busybox").read_bytes()
     (copy / "etc/passwd").write_text("edited")
-    rows = {line.split()[0]: line.split()[-1] for line in run_socker("images", home=home).stdout.splitlines()[1:]}
+    rows = {
+        line.split()[0]: line.split()[-1] for line in run_socker("images", home=home).stdout.splitlines()[1:]
+    }
     assert rows["me/copy:1"] == "yes" and rows[img.ref] == "no"
     run_socker("rm", "me/copy:1", home=home)
     assert not copy.exists() and "me/copy:1" not in run_socker("images", home=home).stdout

@@ -16,8 +16,13 @@ from tests.support.tree import diff_trees, snapshot
 
 pytestmark = pytest.mark.integration
 
-CONFIG = {"Env": ["PATH=/bin", "GREETING=hello"], "Entrypoint": ["/bin/sh", "-c"],
-          "Cmd": ["echo $GREETING from $(pwd) as $(id -u)"], "WorkingDir": "/tmp", "User": "1:1"}
+CONFIG = {
+    "Env": ["PATH=/bin", "GREETING=hello"],
+    "Entrypoint": ["/bin/sh", "-c"],
+    "Cmd": ["echo $GREETING from $(pwd) as $(id -u)"],
+    "WorkingDir": "/tmp",
+    "User": "1:1",
+}
 
 
 def socker(*args, home: Path, check=False, timeout=60, **kw):
@@ -35,8 +40,9 @@ def home(tmp_path):
 
 @pytest.fixture
 def image(image_factory):
-    return image_factory([oci.busybox_entries(), [oci.dir("srv"), oci.file("srv/data", b"image data\n")]],
-                         config=CONFIG)
+    return image_factory(
+        [oci.busybox_entries(), [oci.dir("srv"), oci.file("srv/data", b"image data\n")]], config=CONFIG
+    )
 
 
 def test_run_pulls_if_missing_and_honours_the_image_config(image, home):
@@ -50,8 +56,18 @@ def test_command_line_overrides(image, home):
     socker("pull", "-q", image.ref, home=home)
     # words after the image replace Cmd (the Entrypoint stays)
     assert socker("run", image.ref, "echo $0", "zero", home=home).stdout.strip() == "zero"
-    out = socker("run", "-e", "GREETING=hi", "-w", "/srv", "-u", "0", image.ref, "echo $GREETING $(pwd) $(id -u)",
-                 home=home)
+    out = socker(
+        "run",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/srv",
+        "-u",
+        "0",
+        image.ref,
+        "echo $GREETING $(pwd) $(id -u)",
+        home=home,
+    )
     assert out.stdout.strip() == "hi /srv 0", out.stderr
     out = socker("run", "--entrypoint", "/bin/cat", image.ref, "/srv/data", home=home)
     assert out.stdout == "image data\n"
@@ -63,8 +79,12 @@ def test_exit_codes_and_pid_1(image, home):
     socker("pull", "-q", image.ref, home=home)
     assert socker("run", image.ref, "exit 7", home=home).returncode == 7
     # killed by a signal from the host: 128 + 9
-    proc = subprocess.Popen(["socker", "run", image.ref, "sleep 30"], env=dict(os.environ, SOCKER_HOME=str(home)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["socker", "run", image.ref, "sleep 30"],
+        env=dict(os.environ, SOCKER_HOME=str(home)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     inner = None
     for _ in range(100):
         inner = _descendant_running(proc.pid, "sleep")
@@ -101,7 +121,9 @@ def _descendant_running(pid: int, comm: str) -> int | None:
 def test_rm_leaves_the_image_untouched_and_plain_run_modifies_it(image, home):
     path = Path(socker("pull", "-q", image.ref, home=home).stdout.strip())
     before = snapshot(path)
-    out = socker("run", "--rm", "-u", "0", image.ref, "rm /srv/data; echo new > /srv/new; mkdir /x", home=home)
+    out = socker(
+        "run", "--rm", "-u", "0", image.ref, "rm /srv/data; echo new > /srv/new; mkdir /x", home=home
+    )
     assert out.returncode == 0, out.stderr
     assert diff_trees(before, snapshot(path)) == []
     out = socker("run", "-u", "0", image.ref, "echo added > /srv/added", home=home)
@@ -122,8 +144,17 @@ def test_errors_are_clear(image, home, registry):
 
 def test_detached_container_ps_logs_exec_stop(image, home):
     socker("pull", "-q", image.ref, home=home)
-    out = socker("run", "-d", "--name", "web", "--hostname", "box", image.ref,
-                 "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done", home=home)
+    out = socker(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--hostname",
+        "box",
+        image.ref,
+        "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+        home=home,
+    )
     assert out.returncode == 0, out.stderr
     cid = out.stdout.strip()
     assert len(cid) == 64
@@ -153,11 +184,27 @@ def test_detached_container_ps_logs_exec_stop(image, home):
 
 def test_memory_limit_stops_a_process_that_exceeds_it(image, home):
     socker("pull", "-q", image.ref, home=home)
-    out = socker("run", "-u", "0", "--memory", "16m", image.ref,
-                 "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48 2>/dev/null; echo rc=$?", home=home)
+    out = socker(
+        "run",
+        "-u",
+        "0",
+        "--memory",
+        "16m",
+        image.ref,
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48 2>/dev/null; echo rc=$?",
+        home=home,
+    )
     assert out.returncode == 137 or "rc=137" in out.stdout, (out.returncode, out.stdout, out.stderr)
-    ok = socker("run", "-u", "0", "--memory", "64m", image.ref,
-                "dd if=/dev/zero of=/dev/shm/fill bs=1M count=8 2>/dev/null; echo fine", home=home)
+    ok = socker(
+        "run",
+        "-u",
+        "0",
+        "--memory",
+        "64m",
+        image.ref,
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=8 2>/dev/null; echo fine",
+        home=home,
+    )
     assert ok.stdout.strip() == "fine", ok.stderr
 
 
@@ -166,11 +213,30 @@ def test_volume_readonly_and_network_none(image, home, tmp_path):
     host = tmp_path / "shared"
     host.mkdir()
     (host / "in").write_text("from host\n")
-    out = socker("run", "-u", "0", "-v", f"{host}:/mnt/shared", "--network", "none", image.ref,
-                 "cat /mnt/shared/in; echo back > /mnt/shared/out; ls /sys/class/net", home=home)
+    out = socker(
+        "run",
+        "-u",
+        "0",
+        "-v",
+        f"{host}:/mnt/shared",
+        "--network",
+        "none",
+        image.ref,
+        "cat /mnt/shared/in; echo back > /mnt/shared/out; ls /sys/class/net",
+        home=home,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["from", "host", "lo"]
     assert (host / "out").read_text() == "back\n"
-    out = socker("run", "-u", "0", "-v", f"{host}:/mnt/shared:ro", "--read-only", image.ref,
-                 "echo x > /mnt/shared/nope || echo ro1; echo x > /srv/nope || echo ro2", home=home)
+    out = socker(
+        "run",
+        "-u",
+        "0",
+        "-v",
+        f"{host}:/mnt/shared:ro",
+        "--read-only",
+        image.ref,
+        "echo x > /mnt/shared/nope || echo ro1; echo x > /srv/nope || echo ro2",
+        home=home,
+    )
     assert out.stdout.split() == ["ro1", "ro2"], out.stderr

@@ -14,8 +14,14 @@ def socker(*args, cwd=None, env=None):
     e = dict(os.environ)
     e.pop("SOCKER_HOME", None)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "socker_lib.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or REPO, env=e, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "socker_lib.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=e,
+        timeout=60,
+    )
 
 
 def test_help_lists_pull_and_hides_shell_runner_flags():
@@ -45,12 +51,26 @@ def test_settings_from_project_yaml_env_and_flags(tmp_path):
     from socker_lib.settings import Settings
 
     (tmp_path / "socker.yaml").write_text(f"home: {tmp_path / 'from-yaml'}\n")
-    probe = ("from socker_lib.cli import program; from socker_lib.settings import Settings;"
-             "program.run(['socker','--list'], exit=False);"
-             "print(Settings.load(program.config).home)")
-    run = lambda env: subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,  # noqa: E731
-                                     env={**{k: v for k, v in os.environ.items() if k != "SOCKER_HOME"}, **env,
-                                          "PYTHONPATH": str(REPO)}).stdout.strip().splitlines()[-1]
+    probe = (
+        "from socker_lib.cli import program; from socker_lib.settings import Settings;"
+        "program.run(['socker','--list'], exit=False);"
+        "print(Settings.load(program.config).home)"
+    )
+
+    def run(env):
+        proc = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={
+                **{k: v for k, v in os.environ.items() if k != "SOCKER_HOME"},
+                **env,
+                "PYTHONPATH": str(REPO),
+            },
+        )
+        return proc.stdout.strip().splitlines()[-1]
+
     assert run({}) == str(tmp_path / "from-yaml")
     assert run({"SOCKER_HOME": str(tmp_path / "from-env")}) == str(tmp_path / "from-env")
     assert Settings.load({"home": "/x"}, home="/y").home == Path("/y")

@@ -25,11 +25,17 @@ def test_env_wins(monkeypatch, tmp_path):
 
 
 def test_auths_and_docker_hub_key(monkeypatch, tmp_path):
-    write_config(tmp_path, monkeypatch, {"auths": {
-        "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:pw:with:colons").decode()},
-        "127.0.0.1:5000": {"auth": base64.b64encode(b"loc:pw").decode()},
-        "tok.io": {"identitytoken": "IDT"},
-    }})
+    write_config(
+        tmp_path,
+        monkeypatch,
+        {
+            "auths": {
+                "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:pw:with:colons").decode()},
+                "127.0.0.1:5000": {"auth": base64.b64encode(b"loc:pw").decode()},
+                "tok.io": {"identitytoken": "IDT"},
+            }
+        },
+    )
     c = credentials.lookup("docker.io")
     assert (c.username, c.password) == ("hub", "pw:with:colons")
     assert credentials.lookup("127.0.0.1:5000").username == "loc"
@@ -40,7 +46,9 @@ def test_auths_and_docker_hub_key(monkeypatch, tmp_path):
 def test_cred_helper_wins_over_store(monkeypatch, tmp_path):
     d = write_config(tmp_path, monkeypatch, {"credHelpers": {"r.io": "fake"}, "credsStore": "other"})
     helper = d / "docker-credential-fake"
-    helper.write_text('#!/bin/sh\nread url\necho "{\\"ServerURL\\":\\"$url\\",\\"Username\\":\\"h\\",\\"Secret\\":\\"s\\"}"\n')
+    helper.write_text(
+        '#!/bin/sh\nread url\necho "{\\"ServerURL\\":\\"$url\\",\\"Username\\":\\"h\\",\\"Secret\\":\\"s\\"}"\n'
+    )
     helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{d}{os.pathsep}{os.environ['PATH']}")
     c = credentials.lookup("r.io")

@@ -14,8 +14,22 @@ from socker_lib.runtime.options import (
 
 
 def test_everything_after_the_image_is_the_command():
-    o = parse_args(["-it", "--rm", "-e", "A=1", "-eB=2", "--env=C=3", "-v", "/h:/c:ro", "alpine",
-                    "sh", "-c", "echo -e hi --rm"])
+    o = parse_args(
+        [
+            "-it",
+            "--rm",
+            "-e",
+            "A=1",
+            "-eB=2",
+            "--env=C=3",
+            "-v",
+            "/h:/c:ro",
+            "alpine",
+            "sh",
+            "-c",
+            "echo -e hi --rm",
+        ]
+    )
     assert o.image == "alpine" and o.command == ["sh", "-c", "echo -e hi --rm"]
     assert o.interactive and o.tty and o.ephemeral and o.env == ["A=1", "B=2", "C=3"]
     assert o.volume == ["/h:/c:ro"]
@@ -50,7 +64,13 @@ def test_entrypoint_and_cmd_rules():
 def test_env_rules():
     o = parse_args(["-e", "A=override", "-e", "FROM_HOST", "-e", "GONE", "-e", "EMPTY=", "img"])
     env = env_lines(o, ["A=image", "B=image", "GONE=x"], host_env={"FROM_HOST": "h"})
-    assert env == ["A=override", "B=image", "FROM_HOST=h", "EMPTY=", f"PATH={'/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'}"]
+    assert env == [
+        "A=override",
+        "B=image",
+        "FROM_HOST=h",
+        "EMPTY=",
+        f"PATH={'/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'}",
+    ]
 
 
 def test_env_file(tmp_path):
@@ -74,8 +94,25 @@ def test_sizes_and_hostnames():
 
 def test_spec_from_image_config(tmp_path):
     config = {"config": {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "WorkingDir": "/srv", "User": "nobody"}}
-    o = parse_args(["-w", "/tmp", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "20", "-v",
-                    f"{tmp_path}/data:/data", "--tmpfs", "/run:size=1m", "--network", "none", "me/app:1"])
+    o = parse_args(
+        [
+            "-w",
+            "/tmp",
+            "--memory",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "20",
+            "-v",
+            f"{tmp_path}/data:/data",
+            "--tmpfs",
+            "/run:size=1m",
+            "--network",
+            "none",
+            "me/app:1",
+        ]
+    )
     spec = build_spec(o, "/rootfs", config, state_dir=str(tmp_path / "st"), cid="c" * 64)
     assert spec.args == ["sh"] and spec.cwd == "/tmp" and spec.user == "nobody" and spec.hostname == "app"
     assert "A=1" in spec.env and "PATH=/bin" in spec.env and "HOSTNAME=app" in spec.env

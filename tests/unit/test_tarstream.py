@@ -43,8 +43,9 @@ def build(fmt) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding="utf-8") as tf:
         for ti, data in entries():
-            if fmt == tarfile.USTAR_FORMAT and (len(ti.linkname) > 100 or ti.uid > 0o7777777
-                                                or not ti.name.isascii() or "n" * 120 in ti.name):
+            if fmt == tarfile.USTAR_FORMAT and (
+                len(ti.linkname) > 100 or ti.uid > 0o7777777 or not ti.name.isascii() or "n" * 120 in ti.name
+            ):
                 continue
             tf.addfile(ti, io.BytesIO(data) if data else None)
     return buf.getvalue()
@@ -55,14 +56,42 @@ def read_both(raw: bytes):
     r = TarReader(io.BytesIO(raw))
     while (m := r.next()) is not None:
         data = r.extractfile(m).read() if m.isfile() else b""
-        ours.append((m.name, m.linkname, m.type, m.mode, m.uid, m.gid, m.size if m.isfile() else 0,
-                     int(m.mtime), m.devmajor, m.devminor, data, dict(m.pax_headers)))
+        ours.append(
+            (
+                m.name,
+                m.linkname,
+                m.type,
+                m.mode,
+                m.uid,
+                m.gid,
+                m.size if m.isfile() else 0,
+                int(m.mtime),
+                m.devmajor,
+                m.devminor,
+                data,
+                dict(m.pax_headers),
+            )
+        )
     theirs = []
     with tarfile.open(fileobj=io.BytesIO(raw), mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
         for m in tf:
             data = tf.extractfile(m).read() if m.isfile() else b""
-            theirs.append((m.name, m.linkname, m.type, m.mode, m.uid, m.gid, m.size if m.isfile() else 0,
-                           int(m.mtime), m.devmajor, m.devminor, data, dict(m.pax_headers)))
+            theirs.append(
+                (
+                    m.name,
+                    m.linkname,
+                    m.type,
+                    m.mode,
+                    m.uid,
+                    m.gid,
+                    m.size if m.isfile() else 0,
+                    int(m.mtime),
+                    m.devmajor,
+                    m.devminor,
+                    data,
+                    dict(m.pax_headers),
+                )
+            )
     return ours, theirs
 
 
@@ -74,15 +103,20 @@ def test_same_as_tarfile(fmt):
 
 def test_pax_xattrs_binary_and_global_headers():
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
-                      pax_headers={"comment": "global"}) as tf:
+    with tarfile.open(
+        fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "global"}
+    ) as tf:
         ti = tarfile.TarInfo("f")
-        ti.pax_headers = {"SCHILY.xattr.security.capability": b"\x01\x00\xff".decode("utf-8", "surrogateescape"),
-                          "mtime": "1700000000.123456789"}
+        ti.pax_headers = {
+            "SCHILY.xattr.security.capability": b"\x01\x00\xff".decode("utf-8", "surrogateescape"),
+            "mtime": "1700000000.123456789",
+        }
         tf.addfile(ti)
     ours, theirs = read_both(buf.getvalue())
     assert ours == theirs
-    assert ours[0][-1]["SCHILY.xattr.security.capability"].encode("utf-8", "surrogateescape") == b"\x01\x00\xff"
+    assert (
+        ours[0][-1]["SCHILY.xattr.security.capability"].encode("utf-8", "surrogateescape") == b"\x01\x00\xff"
+    )
     assert ours[0][-1]["comment"] == "global"
 
 
@@ -95,8 +129,9 @@ def test_reads_gnu_tar_output(tmp_path, fmt):
     os.link(src / "d/f", src / "d/h")
     if fmt != "v7":
         (src / "d" / ("x" * 90)).write_text("long")
-    raw = subprocess.run(["tar", f"--format={fmt}", "-C", str(src), "-cf", "-", "d"], capture_output=True,
-                         check=True).stdout
+    raw = subprocess.run(
+        ["tar", f"--format={fmt}", "-C", str(src), "-cf", "-", "d"], capture_output=True, check=True
+    ).stdout
     ours, theirs = read_both(raw)
     assert ours == theirs
 

@@ -33,7 +33,11 @@ def test_parse_challenge_with_commas_in_quotes():
         'Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull,push"'
     )
     assert scheme == "bearer"
-    assert params == {"realm": "https://auth.example/token", "service": "reg", "scope": "repository:a/b:pull,push"}
+    assert params == {
+        "realm": "https://auth.example/token",
+        "service": "reg",
+        "scope": "repository:a/b:pull,push",
+    }
 
 
 def test_bearer_token_fetched_once_per_scope_and_refreshed_on_401(monkeypatch):
@@ -48,8 +52,11 @@ def test_bearer_token_fetched_once_per_scope_and_refreshed_on_401(monkeypatch):
             state["valid"] = tok
             return h.reply(200, {"token": tok, "expires_in": 300})
         if h.headers.get("Authorization") != f"Bearer {state['valid']}":
-            return h.reply(401, {"errors": [{"code": "UNAUTHORIZED"}]}, headers={
-                "WWW-Authenticate": f'Bearer realm="{srv.url}/token",service="fake"'})
+            return h.reply(
+                401,
+                {"errors": [{"code": "UNAUTHORIZED"}]},
+                headers={"WWW-Authenticate": f'Bearer realm="{srv.url}/token",service="fake"'},
+            )
         return h.reply(200, {"ok": True})
 
     with FakeServer(route) as srv:
@@ -148,6 +155,7 @@ def test_authorization_dropped_on_cross_host_redirect(monkeypatch):
         return h.reply(200, data, content_type="application/octet-stream")
 
     with FakeServer(cdn, host="127.0.0.2") as cdn_srv:
+
         def route(h):
             if h.headers.get("Authorization") is None:
                 return h.reply(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
@@ -185,12 +193,18 @@ def test_download_resumes_with_range_after_dropped_connection(tmp_path):
             h.close_connection = True
             return None
         start = int(rng.split("=")[1].rstrip("-"))
-        return h.reply(206, data[start:], headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
-                       content_type="application/octet-stream")
+        return h.reply(
+            206,
+            data[start:],
+            headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
+            content_type="application/octet-stream",
+        )
 
     with FakeServer(route) as srv:
         part = tmp_path / "blob"
-        download_blob(transport(srv), parse(f"{srv.host}/a/b"), {"digest": sha(data), "size": len(data)}, part)
+        download_blob(
+            transport(srv), parse(f"{srv.host}/a/b"), {"digest": sha(data), "size": len(data)}, part
+        )
     assert part.read_bytes() == data
     assert ranges[0] is None and ranges[1] == f"bytes={len(data) // 2}-"
 
@@ -207,7 +221,9 @@ def test_resume_from_partial_file_left_by_earlier_run(tmp_path):
         return h.reply(206, data[start:], content_type="application/octet-stream")
 
     with FakeServer(route) as srv:
-        download_blob(transport(srv), parse(f"{srv.host}/a/b"), {"digest": sha(data), "size": len(data)}, part)
+        download_blob(
+            transport(srv), parse(f"{srv.host}/a/b"), {"digest": sha(data), "size": len(data)}, part
+        )
     assert part.read_bytes() == data
 
 
@@ -220,7 +236,9 @@ def test_corrupt_blob_is_rejected_and_partial_removed(tmp_path):
     with FakeServer(route) as srv:
         part = tmp_path / "blob"
         with pytest.raises(DigestMismatchError):
-            download_blob(transport(srv), parse(f"{srv.host}/a/b"), {"digest": sha(b"original!"), "size": 9}, part)
+            download_blob(
+                transport(srv), parse(f"{srv.host}/a/b"), {"digest": sha(b"original!"), "size": 9}, part
+            )
     assert not part.exists()
 
 
@@ -251,14 +269,30 @@ def test_accept_header_names_all_four_manifest_types():
 
 
 def test_platform_choice_skips_attestations_and_normalises():
-    index = {"manifests": [
-        {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "1" * 64, "platform": {"os": "unknown", "architecture": "unknown"}},
-        {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "2" * 64, "platform": {"os": "linux", "architecture": "amd64"}},
-        {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "3" * 64,
-         "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-        {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "4" * 64,
-         "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
-    ]}
+    index = {
+        "manifests": [
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": "sha256:" + "1" * 64,
+                "platform": {"os": "unknown", "architecture": "unknown"},
+            },
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": "sha256:" + "2" * 64,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": "sha256:" + "3" * 64,
+                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+            },
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": "sha256:" + "4" * 64,
+                "platform": {"os": "linux", "architecture": "arm", "variant": "v7"},
+            },
+        ]
+    }
     ref = parse("x/y")
     assert choose_platform(index, "linux/amd64", ref)["digest"].endswith("2" * 64)
     assert choose_platform(index, "linux/aarch64", ref)["digest"].endswith("3" * 64)
@@ -270,13 +304,31 @@ def test_platform_choice_skips_attestations_and_normalises():
 
 
 def test_resolve_follows_index_and_checks_descriptor_size():
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                           "config": {"mediaType": mt.OCI_CONFIG, "digest": sha(config), "size": len(config)},
-                           "layers": []}).encode()
-    index = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-        {"mediaType": mt.OCI_MANIFEST, "digest": sha(manifest), "size": len(manifest),
-         "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha(config), "size": len(config)},
+            "layers": [],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": mt.OCI_MANIFEST,
+                    "digest": sha(manifest),
+                    "size": len(manifest),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
+            ],
+        }
+    ).encode()
 
     def route(h):
         if h.path == "/v2/":
@@ -326,6 +378,7 @@ def test_foreign_layer_fetched_from_urls_when_registry_lacks_it(tmp_path, monkey
         return h.reply(200, data, content_type="application/octet-stream")
 
     with FakeServer(cdn, host="127.0.0.3") as cdn_srv:
+
         def route(h):
             if h.headers.get("Authorization") is None:
                 return h.reply(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
@@ -334,8 +387,12 @@ def test_foreign_layer_fetched_from_urls_when_registry_lacks_it(tmp_path, monkey
             return h.reply(404, {"errors": [{"code": "BLOB_UNKNOWN"}]})
 
         with FakeServer(route) as srv:
-            desc = {"mediaType": mt.DOCKER_FOREIGN_GZIP, "digest": sha(data), "size": len(data),
-                    "urls": ["ftp://nope.invalid/x", f"{cdn_srv.url}/layer.tar.gz"]}
+            desc = {
+                "mediaType": mt.DOCKER_FOREIGN_GZIP,
+                "digest": sha(data),
+                "size": len(data),
+                "urls": ["ftp://nope.invalid/x", f"{cdn_srv.url}/layer.tar.gz"],
+            }
             part = tmp_path / "partial"
             download_blob(transport(srv), parse(f"{srv.host}/a/b"), desc, part)
     assert part.read_bytes() == data and seen["auth"] is None
@@ -349,5 +406,6 @@ def test_missing_blob_without_urls_is_not_found(tmp_path):
 
     with FakeServer(route) as srv:
         with pytest.raises(NotFoundError):
-            download_blob(transport(srv), parse(f"{srv.host}/a/b"), {"digest": sha(b"x"), "size": 1},
-                          tmp_path / "p")
+            download_blob(
+                transport(srv), parse(f"{srv.host}/a/b"), {"digest": sha(b"x"), "size": 1}, tmp_path / "p"
+            )
