@@ -81,3 +81,40 @@ def test_unreachable_registry_exit_code_and_hint():
     out = socker("pull", "127.0.0.1:1/a/b:c")
     assert out.returncode == 1
     assert "cannot reach registry 127.0.0.1:1" in out.stderr and "hint:" in out.stderr
+
+
+def test_run_fast_path_imports_nothing_heavy(tmp_path):
+    """``socker run`` must start as fast as the runtime: no invoke, requests, rich or fabric."""
+    probe = (
+        "import os, sys, runpy; sys.argv = ['socker', 'run', '--help']; os._exit = sys.exit\n"
+        "try:\n    runpy.run_module('socker_lib.cli', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('invoke', 'requests', 'rich', 'fabric', 'paramiko', 'urllib3', 'dataclasses'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SOCKER_HOME"}
+    env["SOCKER_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
+    assert "Usage: socker run" in out.stdout
+    assert "HEAVY []" in out.stdout, out.stdout
+
+
+def test_a_real_run_imports_nothing_heavy(tmp_path):
+    from tests.conftest import needs_root
+
+    needs_root()  # a real container start
+    (tmp_path / "images/localhost/x/y/1").mkdir(parents=True)
+    probe = (
+        "import os, sys, runpy; sys.argv = ['socker', 'run', 'localhost/x/y:1', '/no/such']; os._exit = sys.exit\n"
+        "try:\n    runpy.run_module('socker_lib.cli', run_name='__main__')\n"
+        "except SystemExit as e:\n    print('CODE', e.code)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('invoke', 'requests', 'rich', 'fabric', 'paramiko', 'urllib3', 'dataclasses'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SOCKER_HOME"}
+    env["SOCKER_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
+    assert "CODE 127" in out.stdout, (out.stdout, out.stderr)  # the container started, the command did not
+    assert "HEAVY []" in out.stdout, out.stdout
