@@ -79,7 +79,13 @@ def trailing_words(task_name: str) -> list[str]:
 
 def _value_flags(task_name: str) -> set[str]:
     flags = set()
-    for arg in ns.tasks[task_name].get_arguments():
+    task = ns.tasks[task_name]
+    saved = dict(task.help)  # invoke's get_arguments() pops the help texts it uses
+    try:
+        arguments = task.get_arguments()
+    finally:
+        task.help = saved
+    for arg in arguments:
         if arg.kind is not bool:
             for name in arg.names:
                 flags.add(("--" if len(name) > 1 else "-") + name.replace("_", "-"))

@@ -118,3 +118,9 @@ def test_a_real_run_imports_nothing_heavy(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
     assert "CODE 127" in out.stdout, (out.stdout, out.stderr)  # the container started, the command did not
     assert "HEAVY []" in out.stdout, out.stdout
+
+
+def test_help_of_variadic_tasks_keeps_its_texts():
+    for task, text in (("add", "host file to copy in"), ("exec", "container id (a unique prefix) or name")):
+        out = socker(task, "--help")
+        assert out.returncode == 0 and text in out.stdout, out.stdout
