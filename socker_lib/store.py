@@ -25,6 +25,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,14 +112,20 @@ class Store:
         _swap_in(staged.meta, meta)
         return target
 
-    def cleanup_stale(self) -> None:
-        """Remove build directories left by a process that died (their lock is free)."""
+    def cleanup_stale(self, min_age: float = 60.0) -> None:
+        """Remove build directories left by a process that died (their lock is free).
+
+        Only directories older than ``min_age`` seconds are touched: a new one may belong to a
+        process that has created it but not locked it yet.
+        """
         if not self.tmp.is_dir():
             return
+        now = time.time()
         for d in self.tmp.iterdir():
-            lockpath = d / ".lock"
             try:
-                with open(lockpath) as f:
+                if now - d.lstat().st_mtime < min_age:
+                    continue
+                with open(d / ".lock") as f:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     remove_tree(d)
             except FileNotFoundError:

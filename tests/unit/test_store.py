@@ -49,16 +49,22 @@ def test_cleanup_removes_only_dead_staging(tmp_path):
     dead = tmp_path / "tmp" / "pull-dead"
     (dead / "rootfs").mkdir(parents=True)
     (dead / ".lock").write_text("")
+    young = tmp_path / "tmp" / "pull-just-made"  # not locked yet, but maybe about to be: kept
+    young.mkdir()
+    os.utime(dead, (0, 0))
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
     p = ctx.Process(target=_hold_staging, args=(tmp_path, ready, release))
     p.start()
     assert ready.wait(10)
+    for d in (tmp_path / "tmp").iterdir():
+        if d.name != "pull-just-made":
+            os.utime(d, (0, 0))  # old enough to be looked at: the live one is kept by its lock
     store.cleanup_stale()
     remaining = os.listdir(tmp_path / "tmp")
     release.set()
     p.join(10)
-    assert "pull-dead" not in remaining and len(remaining) == 1
+    assert "pull-dead" not in remaining and "pull-just-made" in remaining and len(remaining) == 2
 
 
 def test_lock_is_exclusive(tmp_path):
