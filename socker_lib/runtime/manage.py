@@ -20,7 +20,17 @@ the helper forked first joins the container's cgroups, enters its namespaces (th
 namespace first, only when it differs from ours) and its root, then forks again so that the
 command is inside the pid namespace; the command gets the container's environment, user,
 working directory, capability bounding set and no_new_privs, and the seccomp filters it
-has beyond ours (read with ``PTRACE_SECCOMP_GET_FILTER``; needs root). Errors before the
+has beyond ours (read with ``PTRACE_SECCOMP_GET_FILTER``, which needs root).
+
+Rootless (a container started by an unprivileged user, exec'd into by the same user): joining
+its user namespace first gives the helper every capability in it, so the other ``setns``
+calls, ``chroot`` and the switch to its uid 0 (the mapped user) succeed; ``setgroups`` is
+denied in such a namespace and skipped. The filter cannot be read without ``CAP_SYS_ADMIN``
+in the initial namespace (EPERM/EACCES), so socker's default filter is installed instead,
+built for the container's capability set: the container was started by socker, so that is
+its filter (``_default_seccomp_instead``). The container's cgroups are joined when possible;
+groups socker did not make are skipped silently (a rootless container normally has none),
+failing to join its own socker group is an error. Errors before the
 command runs are ``SockerError`` with ``exit_code`` 127 (not found), 126 (not executable)
 or 125. With ``tty`` the command gets a new pseudo-terminal relayed to ours. Standard
 library only.
@@ -452,7 +462,7 @@ def exec_in(
     if not args:
         raise SockerError("no command given to exec", "e.g. socker exec CONTAINER sh")
     # imported here, before the helpers chroot into the container (where they could not be)
-    from . import cgroups, container  # noqa: F401
+    from . import cgroups, container, seccomp  # noqa: F401
 
     state = find(home, id_or_name)
     if not state["running"]:
@@ -507,6 +517,10 @@ def _exec_pid(pid, start, args, *, env, cwd, user, tty, stdin, label) -> int:
             _status("self").get("Seccomp_filters", "0") or 0
         )
         caps["seccomp"] = _seccomp_filters(pid, extra, label) if extra > 0 else []
+        caps["default_seccomp"] = False
+        if caps["seccomp"] is None:  # not readable without CAP_SYS_ADMIN: rootless exec
+            caps["seccomp"] = []
+            caps["default_seccomp"] = _default_seccomp_instead(extra, caps["bnd"], label)
         return _spawn(pid, ns_fds, root_fd, cwd_fd, args, env, cwd, user, tty, stdin, caps)
     finally:
         for fd in fds:
@@ -577,10 +591,15 @@ def _helper(pid, ns_fds, root_fd, cwd_fd, args, env, cwd, user, slave, stdin_fd,
 
     for sig in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
+    # cgroups first, through the host's /sys/fs/cgroup. Rootless, writing to groups we do not
+    # own fails: join_like skips that for groups socker did not make (a rootless container
+    # normally has none and shares its starter's) and fails for the container's own socker
+    # group, where its limits are (the command must not escape them)
     try:
         cgroups.join_like(os.getpid(), pid)
     except SockerError as e:
-        raise _Fail(125, f"cannot join the container's cgroups: {e.message}") from None
+        hint = f" ({e.hint})" if e.hint and os.geteuid() != 0 else ""
+        raise _Fail(125, f"cannot join the container's cgroups: {e.message}{hint}") from None
     # the container process's ids as its user namespace sees them: read through the host's
     # /proc (before entering the mount namespace) and after entering the user namespace
     ids = None
@@ -593,6 +612,7 @@ def _helper(pid, ns_fds, root_fd, cwd_fd, args, env, cwd, user, slave, stdin_fd,
             raise _Fail(125, f"cannot enter the container's {ns} namespace: {e.strerror}") from None
         if ns == "user":
             ids = _container_ids(_status(pid))
+            caps["setgroups"] = _setgroups_allowed()
     if ids is None:
         ids = _container_ids(_status(pid))
     try:
@@ -659,8 +679,10 @@ def _command(args, env, cwd, cwd_fd, user, ids, slave, stdin_fd, caps) -> int:
         uid, gid, groups = ids  # the same as the container's process
     try:
         if not caps["nnp"]:
-            _install_seccomp(caps["seccomp"])  # needs CAP_SYS_ADMIN without no_new_privs: now
-        os.setgroups(groups)
+            # needs CAP_SYS_ADMIN (in our user namespace) without no_new_privs: now
+            _install_seccomp(caps["seccomp"], caps["default_seccomp"], caps["bnd"])
+        if caps.get("setgroups", True):
+            os.setgroups(groups)
         os.setresgid(gid, gid, gid)
         for cap in range(linux.last_cap() + 1):
             if not caps["bnd"] >> cap & 1:
@@ -674,12 +696,16 @@ def _command(args, env, cwd, cwd_fd, user, ids, slave, stdin_fd, caps) -> int:
         except OSError:
             pass
         if uid == 0:
+            # uid 0 as the container's user namespace sees it: root joining a rootless
+            # container's namespace is unmapped there until it switches to the mapped user
+            # (which keeps its capabilities in the namespace)
+            os.setresuid(0, 0, 0)
             linux.capset(caps["bnd"], caps["bnd"], caps["inh"] & caps["bnd"])
         else:
             os.setresuid(uid, uid, uid)  # without keepcaps this clears every capability
         if caps["nnp"]:
             linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-            _install_seccomp(caps["seccomp"])  # as late as possible
+            _install_seccomp(caps["seccomp"], caps["default_seccomp"], caps["bnd"])  # as late as possible
     except OSError as e:
         raise _Fail(125, f"cannot switch to the container's user and capabilities: {e.strerror}") from None
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
@@ -709,8 +735,10 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def _seccomp_filters(pid: int, count: int, label: str) -> list[bytes]:
-    """The newest ``count`` seccomp filters of ``pid`` (classic BPF programs), oldest first.
+def _seccomp_filters(pid: int, count: int, label: str) -> list[bytes] | None:
+    """The newest ``count`` seccomp filters of ``pid`` (classic BPF programs), oldest first;
+    None when we may not read them (EPERM/EACCES: no ``CAP_SYS_ADMIN`` in the initial user
+    namespace, as for a rootless exec, or no ptrace permission).
 
     Read with ``PTRACE_SECCOMP_GET_FILTER``: the process is seized and interrupted for the
     moment it takes (as CRIU does), then let go."""
@@ -727,6 +755,8 @@ def _seccomp_filters(pid: int, count: int, label: str) -> list[bytes]:
         )
 
     if libc.ptrace(PTRACE_SEIZE, pid, None, None) != 0:
+        if ctypes.get_errno() in (errno.EPERM, errno.EACCES):
+            return None
         raise fail("PTRACE_SEIZE")
     programs = []
     try:
@@ -736,6 +766,8 @@ def _seccomp_filters(pid: int, count: int, label: str) -> list[bytes]:
         for index in range(count):
             n = libc.ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, None)
             if n < 0:
+                if ctypes.get_errno() in (errno.EPERM, errno.EACCES):
+                    return None
                 raise fail("PTRACE_SECCOMP_GET_FILTER")
             buf = ctypes.create_string_buffer(n * 8)  # struct sock_filter: 8 bytes
             if libc.ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, buf) != n:
@@ -746,11 +778,50 @@ def _seccomp_filters(pid: int, count: int, label: str) -> list[bytes]:
     return programs[::-1]
 
 
-def _install_seccomp(programs: list[bytes]) -> None:
+def _default_seccomp_instead(extra: int, bnd: int, label: str) -> bool:
+    """When the container's filter cannot be read: can socker's default filter stand in for it?
+
+    A container socker started (not privileged) has exactly one filter beyond its starter's:
+    ``seccomp.install_default_filter(caps)`` with its capability set, which is also its
+    bounding set (``container`` drops every other capability from it). So the same filter,
+    built again from the container's CapBnd, is the one the container has. Anything else (more
+    filters than that, or an architecture socker has no filter for) cannot be reproduced, and
+    exec refuses rather than run the command less confined than the container."""
+    from . import seccomp
+
+    if extra == 1 and seccomp.default_program(bnd) is not None:
+        return True
+    raise SockerError(
+        f"cannot copy the seccomp filters of container {label}: reading them needs CAP_SYS_ADMIN, "
+        f"and they are not socker's default filter ({extra} filter(s) beyond ours)",
+        "run socker exec as root",
+    )
+
+
+def _install_seccomp(programs: list[bytes], default: bool = False, caps: int = 0) -> None:
+    """Install the container's filters (oldest first), or socker's default filter (``default``,
+    built for the capability set ``caps``) when they could not be read."""
+    if default:
+        from . import seccomp  # already loaded by exec_in
+
+        if not seccomp.install_default_filter(caps):
+            raise OSError(errno.ENOSYS, "no default seccomp filter for this architecture")
     for program in programs:
         buf = ctypes.create_string_buffer(program, len(program))
         prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
         linux.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
+
+
+def _setgroups_allowed() -> bool:
+    """May setgroups() be called in our (just joined) user namespace? A rootless container's
+    namespace, which maps a single user, denies it to every process in it, the container's
+    own included: the command then keeps the supplementary groups it has, as the container
+    kept its starter's. Read before entering the mount namespace (the host's /proc)."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:
+        return True
 
 
 def _container_ids(status: dict) -> tuple[int, int, list[int]]:

@@ -534,3 +534,114 @@ def test_end_to_end_with_a_real_background_container(tmp_path):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Rootless: a container started by an unprivileged user, exec'd into by the same user
+
+
+def _as_nobody(fn, out_path: str) -> int:
+    """Run ``fn()`` in a forked child that has dropped to nobody (modules are imported before);
+    its stdout and stderr go to ``out_path``; the exit code is what ``fn`` returns (99: it raised)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 99
+        try:
+            fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            os.fchown(fd, 65534, 65534)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            code = fn()
+        except BaseException:  # report anything to the parent
+            import traceback
+
+            os.write(2, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_exec_into_a_rootless_container(tmp_path):
+    needs_root()
+    import shutil
+    import tempfile
+
+    from socker_lib.layers import apply_layers
+    from socker_lib.runtime import container
+    from tests.support import oci
+
+    base = Path(tempfile.mkdtemp(prefix="socker-rootless-exec-"))  # pytest's tmp dirs are root-only
+    pid = None
+    try:
+        base.chmod(0o755)
+        rootfs = base / "rootfs"
+        rootfs.mkdir()
+        entries = oci.busybox_entries() + [
+            oci.dir("proc", mode=0o555),
+            oci.dir("dev"),
+            oci.dir("sys", mode=0o555),
+            oci.file("etc/marker", "from the image\n"),
+        ]
+        apply_layers(rootfs, [io.BytesIO(oci.tar_bytes(entries))])
+        home = base / "home"
+        cid = manage.new_id()
+        d = manage.container_dir(home, cid)
+        d.mkdir(parents=True)
+        subprocess.run(["chown", "-R", "65534:65534", str(base)], check=True)
+        spec = ContainerSpec(
+            rootfs=str(rootfs),
+            args=["sh", "-c", "echo made > /tmp/made-by-pid1; exec sleep 60"],
+            env=["PATH=/bin"],
+            hostname="rootless-box",
+            id=cid,
+            name="rl",
+            image="busybox:test",
+            state_dir=str(d),
+            network="none",
+        )
+        out = base / "out"
+
+        def start():
+            os.write(1, f"{container.start(spec, log_path=str(d / 'log'))}\n".encode())
+            return 0
+
+        assert _as_nobody(start, str(out)) == 0, out.read_text()
+        pid = int(out.read_text().split()[-1])
+        assert os.stat(f"/proc/{pid}").st_uid == 65534  # rootless: the host sees nobody
+        wait_comm(pid, "sleep")
+        script = "id -u; hostname; cat /etc/marker /tmp/made-by-pid1; grep ^Seccomp /proc/self/status"
+
+        def run_exec():
+            return manage.exec_in(home, "rl", ["sh", "-c", script])
+
+        code = _as_nobody(run_exec, str(out))
+        text = out.read_text()
+        assert code == 0, text
+        assert text.splitlines()[:4] == ["0", "rootless-box", "from the image", "made"], text
+        assert "Seccomp:\t2" in text and "Seccomp_filters:\t1" in text, text
+        # run as root, the container's filter itself is copied (the same filter: one of them)
+        code, text = exec_out(home, "rl", ["sh", "-c", "id -u; grep ^Seccomp_filters /proc/self/status"])
+        assert (code, text) == (0, "0\nSeccomp_filters:\t1\n")
+
+        def missing():
+            try:
+                return manage.exec_in(home, "rl", ["no-such-command"])
+            except SockerError as e:
+                os.write(2, f"{e.message}\n".encode())
+                return e.exit_code
+
+        assert _as_nobody(missing, str(out)) == 127, out.read_text()
+        # filters that are not socker's default one cannot be stood in for
+        with pytest.raises(SockerError, match="seccomp"):
+            manage._default_seccomp_instead(2, 0, "box")
+    finally:
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(base, ignore_errors=True)
