@@ -23,6 +23,7 @@ from socker_lib.errors import SockerError
 from socker_lib.runtime import cgroups, manage
 from socker_lib.runtime.spec import ContainerSpec
 from tests.conftest import needs_root, needs_tool
+from tests.support.rootless import as_nobody
 
 
 def now_iso() -> str:
@@ -540,31 +541,6 @@ def test_end_to_end_with_a_real_background_container(tmp_path):
 # Rootless: a container started by an unprivileged user, exec'd into by the same user
 
 
-def _as_nobody(fn, out_path: str) -> int:
-    """Run ``fn()`` in a forked child that has dropped to nobody (modules are imported before);
-    its stdout and stderr go to ``out_path``; the exit code is what ``fn`` returns (99: it raised)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 99
-        try:
-            fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            os.fchown(fd, 65534, 65534)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            code = fn()
-        except BaseException:  # report anything to the parent
-            import traceback
-
-            os.write(2, traceback.format_exc().encode())
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
 def test_exec_into_a_rootless_container(tmp_path):
     needs_root()
     import shutil
@@ -609,7 +585,7 @@ def test_exec_into_a_rootless_container(tmp_path):
             os.write(1, f"{container.start(spec, log_path=str(d / 'log'))}\n".encode())
             return 0
 
-        assert _as_nobody(start, str(out)) == 0, out.read_text()
+        assert as_nobody(start, str(out)) == 0, out.read_text()
         pid = int(out.read_text().split()[-1])
         assert os.stat(f"/proc/{pid}").st_uid == 65534  # rootless: the host sees nobody
         wait_comm(pid, "sleep")
@@ -618,7 +594,7 @@ def test_exec_into_a_rootless_container(tmp_path):
         def run_exec():
             return manage.exec_in(home, "rl", ["sh", "-c", script])
 
-        code = _as_nobody(run_exec, str(out))
+        code = as_nobody(run_exec, str(out))
         text = out.read_text()
         assert code == 0, text
         assert text.splitlines()[:4] == ["0", "rootless-box", "from the image", "made"], text
@@ -634,7 +610,7 @@ def test_exec_into_a_rootless_container(tmp_path):
                 os.write(2, f"{e.message}\n".encode())
                 return e.exit_code
 
-        assert _as_nobody(missing, str(out)) == 127, out.read_text()
+        assert as_nobody(missing, str(out)) == 127, out.read_text()
         # filters that are not socker's default one cannot be stood in for
         with pytest.raises(SockerError, match="seccomp"):
             manage._default_seccomp_instead(2, 0, "box")

@@ -30,6 +30,7 @@ from socker_lib.runtime.container import ExecError, run, start
 from socker_lib.runtime.spec import ContainerSpec, Mount
 from tests.conftest import needs_root
 from tests.support import oci
+from tests.support.rootless import as_nobody
 from tests.support.tree import assert_same_tree, snapshot
 
 pytestmark = pytest.mark.root
@@ -573,26 +574,7 @@ def test_tty_with_stdin(shared):
 
 
 def _as_nobody(s: ContainerSpec, out_path: str) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            os.fchown(fd, 65534, 65534)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            code = run(s)
-        except BaseException:  # report anything to the parent
-            import traceback
-
-            os.write(2, traceback.format_exc().encode())
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return as_nobody(lambda: run(s), out_path)
 
 
 def test_rootless(capfd):
