@@ -12,13 +12,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 
 from ..errors import DigestMismatchError, NotFoundError, RegistryError, UnreachableError, UnsupportedError
 from ..reference import Reference
 from ..settings import is_loopback
 from . import mediatypes as mt
-from .transport import Transport, _short
+from .transport import NET_ERRORS, Transport, _short
 
 CHUNK = 1 << 20
 MAX_MANIFEST = 4 << 20
@@ -280,7 +279,8 @@ def _download_foreign(t: Transport, desc: dict, urls: list[str], partial: Path, 
     raise NotFoundError(f"foreign layer {desc['digest']} is not available from its URLs: {_short(last)}")
 
 
-_NET_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ConnectionError)
+# mid-stream, any requests error counts as a dropped connection (resumed with Range)
+_NET_ERRORS = (requests.exceptions.RequestException, *NET_ERRORS)
 
 
 def _hash_existing(partial: Path):

@@ -12,21 +12,13 @@ from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
-import urllib3
 
 from ..errors import RegistryError
 from ..reference import Reference
-from .transport import Transport
+from .transport import NET_ERRORS, Transport
 
 MONOLITHIC_MAX = 32 << 20
 CHUNK = 64 << 20
-_NET_ERRORS = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.Timeout,
-    urllib3.exceptions.HTTPError,
-    ConnectionError,
-)
 
 
 def push_scope(ref: Reference) -> str:
@@ -116,7 +108,7 @@ def upload_monolithic(
             what=f"uploading blob {digest[:19]}",
             timeout=300,
         )
-    except (RegistryError, *_NET_ERRORS):
+    except (RegistryError, *NET_ERRORS):
         # the answer may be what got lost: the blob can be there already
         if not blob_exists(t, ref, digest):
             raise
@@ -155,7 +147,7 @@ def upload_chunked(
                 what=f"uploading blob {digest[:19]}",
                 timeout=300,
             )
-        except (RegistryError, *_NET_ERRORS) as e:
+        except (RegistryError, *NET_ERRORS) as e:
             if isinstance(e, RegistryError) and e.status and e.status < 500 and e.status != 429:
                 raise
             failures += 1
@@ -216,7 +208,7 @@ def upload_streaming(
             what="streaming a blob",
         )
         location = _location(t, resp, location) or location
-    except (RegistryError, *_NET_ERRORS) as e:
+    except (RegistryError, *NET_ERRORS) as e:
         if isinstance(e, RegistryError) and e.status and e.status < 500 and e.status not in (404, 416, 429):
             raise
         digest = digest_when_done()  # the writer must have finished (or raised) before we go on

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from ..errors import AuthError, ConfigError, NotFoundError, RegistryError, UnreachableError
 from ..settings import Settings
@@ -294,15 +295,18 @@ class Transport:
         time.sleep(delay)
 
 
+#: a dropped, refused or timed-out connection, as requests or urllib3 (mid-stream) report it
+NET_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+)
+
+
 def _retryable_exc(e: Exception) -> bool:
-    return isinstance(
-        e,
-        (
-            requests.exceptions.ConnectionError,
-            requests.exceptions.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-        ),
-    )
+    return isinstance(e, NET_ERRORS)
 
 
 def _drain(resp: requests.Response) -> None:
